@@ -1,0 +1,116 @@
+"""``PteroClient``: the entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import aiohttp
+
+from ._backups import BackupsResource
+from ._converter import WireConverter
+from ._errors import InvalidArgumentError
+from ._models import Page, RateLimit, Server
+from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
+from ._retry import RetryPolicy
+from ._sansio import check_api_key, is_loopback_host, normalize_panel_url
+from ._transport import SSLOption, Transport
+
+__all__ = ["PteroClient"]
+
+logger = logging.getLogger("ptero_backups_async")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError(f"{name} must be a number, not {value!r}")
+    if not (value >= 0 if allow_zero else value > 0) or value != value:
+        raise InvalidArgumentError(f"{name} must be {'≥ 0' if allow_zero else '> 0'}: {value!r}")
+    return value
+
+
+class PteroClient:
+    """An asyncio client for the backup endpoints of a Pterodactyl or Pelican panel.
+
+    Use it as ``async with PteroClient(url, key) as client:``, or call ``aclose()``. A
+    ``session`` passed in is used as is and never closed by the client.
+    """
+
+    def __init__(
+        self,
+        panel_url: str,
+        api_key: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        max_concurrency: int = 16,
+        max_retry_after: float = 60.0,
+        ssl: SSLOption = True,
+    ) -> None:
+        self.panel_url = normalize_panel_url(panel_url)
+        api_key = check_api_key(api_key)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidArgumentError(f"max_retries must be an integer ≥ 0: {max_retries!r}")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise InvalidArgumentError(f"max_concurrency must be an integer: {max_concurrency!r}")
+        if max_concurrency < 1:
+            raise InvalidArgumentError(f"max_concurrency must be ≥ 1: {max_concurrency!r}")
+        policy = RetryPolicy(
+            max_retries=max_retries,
+            max_retry_after=_positive("max_retry_after", max_retry_after, allow_zero=True),
+        )
+        self._transport = Transport(
+            self.panel_url,
+            api_key,
+            session=session,
+            timeout=_positive("timeout", timeout),
+            policy=policy,
+            max_concurrency=max_concurrency,
+            ssl=ssl,
+        )
+        self._converter = WireConverter()
+        if self.panel_url.startswith("http://") and not is_loopback_host(self.panel_url):
+            logger.warning(
+                "panel URL %s is plain http: the API key crosses the network unencrypted",
+                self.panel_url,
+            )
+
+    def __repr__(self) -> str:
+        return f"PteroClient(panel_url={self.panel_url!r}, api_key={self._transport.masked_key!r})"
+
+    async def __aenter__(self) -> PteroClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections this client opened (a caller's session stays open)."""
+        await self._transport.aclose()
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The panel's rate limit as of the last answer, or None before any."""
+        return self._transport.rate_limit
+
+    def backups(self, server: str) -> BackupsResource:
+        """The backups of one server (its 8-character short id or its UUID)."""
+        return BackupsResource(self, server)
+
+    async def servers_page(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> Page[Server]:
+        """One page of the servers this key can see."""
+        params = {"page": check_page(page), "per_page": clamp_per_page(per_page)}
+        response = await self._transport.request("GET", "", params=params)
+        what = f"{response.method} {response.url}"
+        return self._converter.server_page(self._converter.decode(response.body, what), what)
+
+    def servers(self) -> AsyncIterator[Server]:
+        """Every server this key can see, fetched page by page as you iterate."""
+        return iterate_pages(self.servers_page, lambda s: s.uuid)

@@ -1,0 +1,341 @@
+"""The sans-I/O core: pure functions that build requests and decode what the panel says.
+
+Nothing here touches the network or the event loop; the transport is a thin shell around it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import re
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from ._errors import (
+    APIStatusError,
+    InvalidArgumentError,
+    RateLimitError,
+    status_error_class,
+)
+from ._models import Checksum, ErrorDetail, RateLimit
+
+__all__ = [
+    "DIGEST_SIZES",
+    "api_headers",
+    "check_api_key",
+    "check_backup_uuid",
+    "check_name",
+    "check_server_id",
+    "encode_ignored",
+    "is_loopback_host",
+    "join_url",
+    "mask_key",
+    "normalize_panel_url",
+    "parse_checksum",
+    "parse_error",
+    "parse_error_details",
+    "parse_rate_limit",
+    "parse_retry_after",
+    "redact",
+]
+
+#: Hex digits of each digest the SDK can verify.
+DIGEST_SIZES: Mapping[str, int] = {
+    "md5": 32,
+    "sha1": 40,
+    "sha224": 56,
+    "sha256": 64,
+    "sha384": 96,
+    "sha512": 128,
+}
+
+_SHORT_ID = re.compile(r"[0-9a-fA-F]{8}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_SNIPPET = 120
+
+
+def mask_key(key: str) -> str:
+    """``ptlc_abc…wxyz`` → ``ptlc_…wxyz``: at most the prefix up to ``_`` and the last 4."""
+    prefix, sep, rest = key.partition("_")
+    if not sep or len(prefix) > 8:
+        prefix, rest = "", key
+    else:
+        prefix += sep
+    tail = rest[-4:] if len(rest) >= 16 else ""
+    return f"{prefix}…{tail}"
+
+
+def redact(text: str, secret: str) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by its mask."""
+    if secret and secret in text:
+        return text.replace(secret, mask_key(secret))
+    return text
+
+
+def _snippet(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else ""))
+
+
+def check_server_id(server: object) -> str:
+    """Return ``server`` if it is an 8-character short id or a UUID; raise otherwise."""
+    if isinstance(server, str) and (_SHORT_ID.fullmatch(server) or _UUID.fullmatch(server)):
+        return server
+    raise InvalidArgumentError(
+        f"invalid server id {_snippet(server)}: expected the 8-character short id "
+        "(e.g. 'd3aac109') or the server's UUID"
+    )
+
+
+def check_backup_uuid(uuid: object) -> str:
+    """Return ``uuid`` if it is a UUID; raise otherwise."""
+    if isinstance(uuid, str) and _UUID.fullmatch(uuid):
+        return uuid
+    raise InvalidArgumentError(f"invalid backup UUID {_snippet(uuid)}")
+
+
+def normalize_panel_url(url: object) -> str:
+    """The panel's base URL without a trailing slash; its path prefix is kept."""
+    if not isinstance(url, str):
+        raise InvalidArgumentError(f"panel_url must be a string, not {type(url).__name__}")
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgumentError(
+            f"invalid panel_url {_snippet(url)}: expected http(s)://host[:port][/prefix]"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise InvalidArgumentError(
+            f"invalid panel_url {_snippet(url)}: no query, fragment or credentials allowed"
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith("/api/client"):
+        path = path[: -len("/api/client")]
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def is_loopback_host(url: str) -> bool:
+    """True when ``url``'s host is ``localhost`` or a loopback address."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def join_url(base: str, path: str) -> str:
+    """``base`` + ``path``, keeping any path prefix of ``base`` (urljoin would drop it)."""
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def api_headers(api_key: str, *, has_body: bool) -> dict[str, str]:
+    """The headers of every panel API request."""
+    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+    if has_body:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` in seconds from either form (delta-seconds or HTTP date); None if absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit() or (value[:1] in "+-" and value[1:].isdigit()):
+        return float(max(0, int(value)))
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit():
+        return None
+    return int(value)
+
+
+def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
+    """``X-RateLimit-*`` headers → ``RateLimit``; None when the panel sent none."""
+    limit = _header_int(headers, "X-RateLimit-Limit")
+    remaining = _header_int(headers, "X-RateLimit-Remaining")
+    if limit is None or remaining is None:
+        return None
+    reset = _header_int(headers, "X-RateLimit-Reset")
+    reset_at = None
+    if reset is not None:
+        try:
+            reset_at = datetime.fromtimestamp(reset, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            reset_at = None
+    return RateLimit(limit=limit, remaining=remaining, reset_at=reset_at)
+
+
+def parse_checksum(raw: object, *, bare_algorithm: str | None = None) -> Checksum | None:
+    """``"sha1:<hex>"`` → ``Checksum``; bare hex takes ``bare_algorithm``; None if malformed."""
+    if not isinstance(raw, str):
+        return None
+    algorithm, sep, digest = raw.strip().partition(":")
+    if not sep:
+        if bare_algorithm is None:
+            return None
+        algorithm, digest = bare_algorithm, algorithm
+    algorithm = algorithm.lower()
+    size = DIGEST_SIZES.get(algorithm)
+    if size is None or len(digest) != size or not _HEX.fullmatch(digest):
+        return None
+    return Checksum(algorithm=algorithm, hexdigest=digest.lower())
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _as_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_error_details(body: bytes) -> tuple[ErrorDetail, ...]:
+    """The ``errors`` list of a panel error body; empty when the body is not that JSON."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ()
+    if not isinstance(data, dict) or not isinstance(data.get("errors"), list):
+        return ()
+    details = []
+    for entry in data["errors"]:
+        if not isinstance(entry, dict):
+            continue
+        meta = entry.get("meta")
+        details.append(
+            ErrorDetail(
+                code=_as_str(entry.get("code")),
+                status=_as_int(entry.get("status")),
+                detail=_as_str(entry.get("detail")),
+                meta=meta if isinstance(meta, dict) else None,
+            )
+        )
+    return tuple(details)
+
+
+def _detail_text(detail: ErrorDetail) -> str:
+    text = detail.detail or ""
+    field = detail.meta.get("source_field") if detail.meta else None
+    return f"{text} ({field})" if isinstance(field, str) and field not in text else text
+
+
+def _describe_body(headers: Mapping[str, str], body: bytes) -> str:
+    content_type = headers.get("Content-Type", "no Content-Type")
+    if not body:
+        return f"an empty body ({content_type})"
+    text = body[:_SNIPPET].decode("utf-8", "replace")
+    return f"a non-API body ({content_type}): {_snippet(text)}"
+
+
+def parse_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    method: str = "",
+    url: str = "",
+) -> APIStatusError:
+    """A non-2xx answer → the matching ``APIStatusError`` (by status, refined by ``code``)."""
+    details = parse_error_details(body)
+    first = details[0] if details else None
+    code = first.code if first else None
+    if first is not None:
+        detail = "; ".join(_detail_text(d) for d in details if d.detail)
+    else:
+        detail = f"the panel sent {_describe_body(headers, body)}"
+    cls = status_error_class(status, code)
+    message = f"{status}{' ' + code if code else ''}: {detail or 'no detail'} ({method} {url})"
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "errors": details,
+        "method": method,
+        "url": url,
+        "headers": headers,
+    }
+    if issubclass(cls, RateLimitError):
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if retry_after is not None:
+            message += f"; retry after {retry_after:g} s"
+        return cls(message, retry_after=retry_after, **kwargs)
+    return cls(message, **kwargs)
+
+
+def encode_ignored(ignored: Sequence[str] | str | None) -> str | None:
+    """Patterns to exclude → the one ``\\n``-separated string the panel expects."""
+    if ignored is None:
+        return None
+    if isinstance(ignored, str):
+        patterns = ignored.replace("\r\n", "\n").split("\n")
+    else:
+        patterns = []
+        for pattern in ignored:
+            if not isinstance(pattern, str):
+                raise InvalidArgumentError(f"ignored pattern {_snippet(pattern)} is not a string")
+            if "\n" in pattern or "\r" in pattern:
+                raise InvalidArgumentError(
+                    f"ignored pattern {_snippet(pattern)} contains a line break; "
+                    "pass each pattern as its own item"
+                )
+            patterns.append(pattern)
+    cleaned = [p.strip() for p in patterns if p.strip()]
+    for pattern in cleaned:
+        if "\x00" in pattern or not pattern.isprintable():
+            raise InvalidArgumentError(
+                f"ignored pattern {_snippet(pattern)} has control characters"
+            )
+    return "\n".join(cleaned)
+
+
+def check_name(name: object, *, what: str = "backup name", max_length: int = 255) -> str:
+    """Return ``name`` if it is a printable string of acceptable length; raise otherwise."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"{what} must be a string, not {type(name).__name__}")
+    if len(name) > max_length:
+        raise InvalidArgumentError(f"{what} is {len(name)} characters long; at most {max_length}")
+    if not name.isprintable():
+        raise InvalidArgumentError(f"{what} {_snippet(name)} has control characters")
+    return name
+
+
+def check_api_key(key: object) -> str:
+    """Return ``key`` if it can be sent in a header; raise (without echoing it) otherwise."""
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError("api_key must be a non-empty string")
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        raise InvalidArgumentError("api_key has whitespace, control or non-ASCII characters")
+    return key
