@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._download import ProgressCallback, download_backup
 from ._errors import (
     APIStatusError,
     BackupFailedError,
@@ -18,7 +20,7 @@ from ._errors import (
     UnsupportedOperationError,
     WaitTimeoutError,
 )
-from ._models import Backup, BackupState, Page
+from ._models import Backup, BackupState, DownloadResult, Page
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
 from ._sansio import check_backup_uuid, check_name, check_server_id, encode_ignored
 
@@ -138,6 +140,38 @@ class BackupsResource:
         """A signed link to the archive: short-lived and, on Wings, single-use."""
         data, what = await self._call("GET", self._path(backup_uuid(backup_or_uuid), "download"))
         return self._client._converter.signed_url(data, what)
+
+    async def download(
+        self,
+        backup_or_uuid: Backup | str,
+        dest: str | os.PathLike[str],
+        *,
+        verify: bool = True,
+        overwrite: bool = False,
+        progress: ProgressCallback | None = None,
+        read_timeout: float = 60.0,
+        max_attempts: int = 5,
+    ) -> DownloadResult:
+        """Download the archive to ``dest`` (a directory → ``<dest>/<uuid>.tar.gz``), verified.
+
+        Streams into ``<final>.part`` while hashing with the algorithm the backup announces,
+        fsyncs and renames atomically: nothing ever sits at the final path unless it verified.
+        Dropped connections, stalls longer than ``read_timeout`` and dead links are retried
+        with a fresh link (resuming with ``Range`` where the link host supports it), up to
+        ``max_attempts`` GETs in all. An existing file that already matches is not fetched
+        again (``skipped=True``); one that does not raises ``DestinationExistsError`` unless
+        ``overwrite=True``.
+        """
+        return await download_backup(
+            self,
+            backup_or_uuid,
+            dest,
+            verify=verify,
+            overwrite=overwrite,
+            progress=progress,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
+        )
 
     async def delete(self, backup_or_uuid: Backup | str) -> None:
         """Delete the backup for good (``BackupLockedError`` if it is locked)."""

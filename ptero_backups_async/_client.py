@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+import pathlib
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
 import aiohttp
+import anyio
 
-from ._backups import BackupsResource
+from ._backups import BackupsResource, backup_uuid
 from ._converter import WireConverter
-from ._errors import InvalidArgumentError
-from ._models import Page, RateLimit, Server
+from ._download import ProgressCallback
+from ._errors import DownloadError, InvalidArgumentError, PteroError
+from ._models import Backup, DownloadOutcome, Page, RateLimit, Server
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
 from ._retry import RetryPolicy
 from ._sansio import check_api_key, is_loopback_host, normalize_panel_url
 from ._transport import SSLOption, Transport
 
 __all__ = ["PteroClient"]
+
+#: aiohttp's read buffer for link bodies: big, so each read hands over more bytes.
+LINK_READ_BUFFER = 1024 * 1024
 
 logger = logging.getLogger("ptero_backups_async")
 
@@ -71,6 +78,7 @@ class PteroClient:
             ssl=ssl,
         )
         self._converter = WireConverter()
+        self._links: aiohttp.ClientSession | None = None
         if self.panel_url.startswith("http://") and not is_loopback_host(self.panel_url):
             logger.warning(
                 "panel URL %s is plain http: the API key crosses the network unencrypted",
@@ -93,7 +101,26 @@ class PteroClient:
 
     async def aclose(self) -> None:
         """Close the connections this client opened (a caller's session stays open)."""
-        await self._transport.aclose()
+        links, self._links = self._links, None
+        try:
+            await self._transport.aclose()
+        finally:
+            if links is not None:
+                await links.close()
+
+    def _link_session(self) -> aiohttp.ClientSession:
+        """The session for signed links: never the panel's, so no panel header or cookie."""
+        if self._transport.closed:
+            raise PteroError("this client is closed")
+        if self._links is None:
+            self._links = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._transport.ssl),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                read_bufsize=LINK_READ_BUFFER,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._links
 
     @property
     def rate_limit(self) -> RateLimit | None:
@@ -114,3 +141,62 @@ class PteroClient:
     def servers(self) -> AsyncIterator[Server]:
         """Every server this key can see, fetched page by page as you iterate."""
         return iterate_pages(self.servers_page, lambda s: s.uuid)
+
+    async def download_many(
+        self,
+        targets: Iterable[tuple[str, Backup | str]],
+        dest_dir: str | os.PathLike[str],
+        *,
+        concurrency: int = 4,
+        verify: bool = True,
+        overwrite: bool = False,
+        progress: ProgressCallback | None = None,
+        read_timeout: float = 60.0,
+        max_attempts: int = 5,
+    ) -> list[DownloadOutcome]:
+        """Download many backups into ``dest_dir/<uuid>.tar.gz``, ``concurrency`` at a time.
+
+        Each link is resolved only when its download starts. One failure never cancels the
+        others: every target gets a ``DownloadOutcome``, in the order of ``targets``.
+        Cancelling the call cancels every download (and leaves no ``.part`` behind).
+        """
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidArgumentError(f"concurrency must be an integer ≥ 1: {concurrency!r}")
+        pairs = [(self.backups(server), backup_uuid(backup), backup) for server, backup in targets]
+        directory = pathlib.Path(os.fspath(dest_dir))
+        try:
+            await anyio.to_thread.run_sync(lambda: directory.mkdir(parents=True, exist_ok=True))
+        except OSError as exc:
+            raise DownloadError(f"cannot create {directory}: {exc}") from exc
+        outcomes: list[DownloadOutcome | None] = [None] * len(pairs)
+        limiter = anyio.CapacityLimiter(concurrency)
+
+        async def one(
+            index: int, resource: BackupsResource, uuid: str, backup: Backup | str
+        ) -> None:
+            error: PteroError
+            async with limiter:
+                try:
+                    result = await resource.download(
+                        backup,
+                        directory / f"{uuid}.tar.gz",
+                        verify=verify,
+                        overwrite=overwrite,
+                        progress=progress,
+                        read_timeout=read_timeout,
+                        max_attempts=max_attempts,
+                    )
+                except PteroError as exc:
+                    error = exc
+                except Exception as exc:  # a download must not take the others down
+                    error = DownloadError(f"download of backup {uuid} failed: {exc!r}")
+                    error.__cause__ = exc
+                else:
+                    outcomes[index] = DownloadOutcome(resource.server, uuid, result=result)
+                    return
+            outcomes[index] = DownloadOutcome(resource.server, uuid, error=error)
+
+        async with anyio.create_task_group() as tg:
+            for index, (resource, uuid, backup) in enumerate(pairs):
+                tg.start_soon(one, index, resource, uuid, backup)
+        return [outcome for outcome in outcomes if outcome is not None]

@@ -148,6 +148,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     value = value.strip()
     if not value:
         return None
+    if not value.isascii():
+        return None
     if value.isdigit() or (value[:1] in "+-" and value[1:].isdigit()):
         return float(max(0, int(value)))
     try:
@@ -158,12 +160,15 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    try:
+        return max(0.0, (when - now).total_seconds())
+    except OverflowError:  # pragma: no cover - dates beyond datetime's range
+        return None
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -171,7 +176,7 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         return None
     return int(value)
 
@@ -213,7 +218,7 @@ def _as_int(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
 

@@ -99,12 +99,20 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._not_before = 0.0
+        self._window_start = 0.0
+        #: Seconds of the panel's rate-limit window (Laravel's throttle counts per minute).
+        self.rate_window = 60.0
         self.rate_limit: RateLimit | None = None
 
     @property
     def masked_key(self) -> str:
         """The API key as it may be shown: ``ptlc_…abcd``."""
         return mask_key(self._api_key)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` was called."""
+        return self._closed
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -247,12 +255,18 @@ class Transport:
         rate_limit = parse_rate_limit(headers)
         if rate_limit is None:
             return
-        self.rate_limit = rate_limit
-        if rate_limit.remaining <= 0 and rate_limit.limit > 0:
-            # Out of requests for this window: space the next ones out instead of walking into
-            # a 429. Without a reset time, one window's share per request is the safe pace.
-            wait = 60.0 / rate_limit.limit
+        now = self._clock()
+        previous, self.rate_limit = self.rate_limit, rate_limit
+        if previous is None or rate_limit.remaining >= previous.remaining:
+            # The first answer of a window (or a new window): the panel's count started about
+            # now. Its throttle is a fixed window of a minute.
+            self._window_start = now
+        if rate_limit.remaining <= 0 < rate_limit.limit:
+            # Out of requests: hold the next ones until the window turns over instead of
+            # walking into a 429.
             if rate_limit.reset_at is not None:
-                wait = max(wait, rate_limit.reset_at.timestamp() - time.time())
-            wait = min(wait, self.policy.max_retry_after)
-            self._not_before = max(self._not_before, self._clock() + wait)
+                wait = rate_limit.reset_at.timestamp() - time.time()
+            else:
+                wait = self._window_start + self.rate_window - now
+            wait = min(max(wait, self.rate_window / rate_limit.limit), self.policy.max_retry_after)
+            self._not_before = max(self._not_before, now + wait)

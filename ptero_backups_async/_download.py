@@ -1,0 +1,491 @@
+"""The streaming downloader: signed link → ``.part`` + hash → verify → fsync → atomic rename.
+
+Each attempt asks the panel for a fresh link (Wings links are single-use and short-lived),
+streams the body with no panel header and no decompression, and hands batches of at least
+``BATCH`` bytes to a worker thread that hashes and writes them while the event loop reads the
+next batch. A failed attempt resumes with ``Range`` where the link host has shown it honours
+ranges, and restarts from zero (with a fresh hash) where it answers 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import pathlib
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import aiohttp
+import anyio
+
+from ._errors import (
+    BackupFailedError,
+    BackupNotCompletedError,
+    ChecksumMismatchError,
+    DestinationExistsError,
+    DownloadError,
+    InvalidArgumentError,
+    PteroError,
+)
+from ._models import Backup, BackupState, Checksum, DownloadProgress, DownloadResult
+from ._sansio import parse_retry_after
+
+if sys.version_info < (3, 11):  # pragma: no cover - depends on the interpreter
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from ._backups import BackupsResource
+
+__all__ = ["BATCH", "ProgressCallback", "download_backup", "hash_file"]
+
+logger = logging.getLogger("ptero_backups_async")
+
+ProgressCallback = Callable[[DownloadProgress], object]
+T = TypeVar("T")
+
+#: Bytes handed to the worker thread at once: large enough that the thread hop is noise.
+BATCH = 4 * 1024 * 1024
+#: How often progress callbacks run at most (the last call always comes).
+PROGRESS_INTERVAL = 0.1
+#: Bytes read at once when hashing an existing file.
+HASH_BLOCK = 4 * 1024 * 1024
+#: The longest pause a link host's Retry-After can impose between attempts.
+MAX_LINK_RETRY_AFTER = 30.0
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _new_hash(algorithm: str) -> hashlib._Hash:
+    return hashlib.new(algorithm)
+
+
+def hash_file(path: pathlib.Path, algorithm: str) -> Checksum:
+    """The checksum of a file on disk (blocking: run it in a thread)."""
+    digest = _new_hash(algorithm)
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return Checksum(algorithm, digest.hexdigest())
+
+
+class _Sink:
+    """The ``.part`` file and the running hash. Every method blocks: call it from a thread."""
+
+    def __init__(self, path: pathlib.Path, algorithm: str) -> None:
+        self.path = path
+        self.algorithm = algorithm
+        self.digest = _new_hash(algorithm)
+        self.size = 0
+        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def absorb(self, chunks: list[bytes]) -> None:
+        assert self.fd is not None
+        for chunk in chunks:
+            self.digest.update(chunk)
+        total = sum(map(len, chunks))
+        written = os.writev(self.fd, chunks)
+        if written < total:  # rare on regular files, but allowed
+            rest = memoryview(b"".join(chunks))[written:]
+            while rest:
+                rest = rest[os.write(self.fd, rest) :]
+        self.size += total
+
+    def restart(self) -> None:
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.digest = _new_hash(self.algorithm)
+        self.size = 0
+
+    def checksum(self) -> Checksum:
+        return Checksum(self.algorithm, self.digest.hexdigest())
+
+    def finish(self, final: pathlib.Path) -> None:
+        assert self.fd is not None
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        os.replace(self.path, final)
+        _fsync_dir(final.parent)
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename is done regardless
+    finally:
+        os.close(fd)
+
+
+class _Progress:
+    """Rate-limited progress reports; the final one always goes out."""
+
+    def __init__(
+        self, callback: ProgressCallback | None, server: str, uuid: str, total: int | None
+    ) -> None:
+        self.callback = callback
+        self.server = server
+        self.uuid = uuid
+        self.total = total
+        self.done = 0
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            now = time.monotonic()
+            if now - self._last >= PROGRESS_INTERVAL:
+                self._last = now
+                self._report()
+
+    def reset(self, done: int) -> None:
+        self.done = done
+        if self.callback is not None:
+            self._report()
+
+    def final(self) -> None:
+        if self.callback is not None:
+            self._report()
+
+    def _report(self) -> None:
+        assert self.callback is not None
+        self.callback(DownloadProgress(self.server, self.uuid, self.done, self.total))
+
+
+class _AttemptFailed(Exception):
+    """One attempt went wrong in a way a fresh link may fix."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_delay(failures: int, retry_after: float | None) -> float:
+    """A short pause before the next link: links are cheap, a struggling host is not."""
+    if retry_after is not None:
+        return min(retry_after, MAX_LINK_RETRY_AFTER)
+    return min(0.2 * 2.0 ** (failures - 1), 5.0)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return group.exceptions[0]
+
+
+def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
+    raw = os.fspath(dest)
+    if not isinstance(raw, str) or not raw or "\x00" in raw:
+        raise InvalidArgumentError(f"invalid destination {raw!r}")
+    path = pathlib.Path(raw).expanduser()
+    if path.is_dir():
+        # The name comes from the validated UUID, never from a header or the backup's name.
+        return path / f"{uuid}.tar.gz"
+    return path
+
+
+class _Download:
+    """One ``download()`` call: its state across attempts."""
+
+    def __init__(
+        self,
+        resource: BackupsResource,
+        backup: Backup,
+        final: pathlib.Path,
+        *,
+        verify: bool,
+        progress: ProgressCallback | None,
+        read_timeout: float,
+        max_attempts: int,
+    ) -> None:
+        self.resource = resource
+        self.backup = backup
+        self.final = final
+        self.part = final.with_name(final.name + ".part")
+        self.verify = verify
+        self.expected = backup.checksum if verify else None
+        self.algorithm = backup.checksum.algorithm if backup.checksum else "sha256"
+        self.total: int | None = backup.bytes or None
+        self.read_timeout = read_timeout
+        self.max_attempts = max_attempts
+        self.progress = _Progress(progress, resource.server, backup.uuid, self.total)
+        self.history: list[str] = []
+        self.ranges = False  # the link host has shown it honours Range
+        self.etag: str | None = None
+        self.mismatch_retried = False
+
+    def _fail(self, message: str, exc: BaseException | None = None) -> DownloadError:
+        error = DownloadError(
+            f"download of backup {self.backup.uuid} (server {self.resource.server}) to "
+            f"{self.final} failed: {message}",
+            attempts=len(self.history),
+            history=tuple(self.history),
+        )
+        error.__cause__ = exc
+        return error
+
+    async def run(self) -> DownloadResult:
+        sink = await self._thread(_Sink, self.part, self.algorithm)
+        try:
+            while True:
+                if len(self.history) >= self.max_attempts:
+                    raise self._fail(f"gave up after {self.max_attempts} attempts")
+                try:
+                    await self._attempt(sink)
+                except _AttemptFailed as exc:
+                    self.history.append(str(exc))
+                    logger.info(
+                        "backup %s: attempt %d failed: %s", self.backup.uuid, len(self.history), exc
+                    )
+                    if len(self.history) < self.max_attempts:
+                        await anyio.sleep(_retry_delay(len(self.history), exc.retry_after))
+                    continue
+                actual = sink.checksum()
+                if self.expected is not None and actual != self.expected:
+                    self.history.append(f"checksum mismatch: got {actual}")
+                    if self.mismatch_retried or len(self.history) >= self.max_attempts:
+                        raise ChecksumMismatchError(
+                            f"backup {self.backup.uuid} (server {self.resource.server}): the "
+                            f"downloaded bytes hash to {actual}, the panel announced "
+                            f"{self.expected}",
+                            expected=self.expected,
+                            actual=actual,
+                            attempts=len(self.history),
+                            history=tuple(self.history),
+                        )
+                    self.mismatch_retried = True
+                    await self._restart(sink)
+                    continue
+                self.history.append("ok")
+                await self._thread(sink.finish, self.final)
+                self.progress.final()
+                return DownloadResult(
+                    path=self.final,
+                    bytes=sink.size,
+                    checksum=actual,
+                    verified=self.expected is not None,
+                    attempts=len(self.history),
+                )
+        finally:
+            # Synchronous on purpose: it must run even while this task is being cancelled.
+            sink.discard()
+
+    async def _thread(self, func: Callable[..., T], *args: object) -> T:
+        try:
+            return await anyio.to_thread.run_sync(func, *args)
+        except OSError as exc:
+            raise self._fail(f"{exc.strerror or exc} ({self.part})", exc) from exc
+
+    async def _restart(self, sink: _Sink) -> None:
+        await self._thread(sink.restart)
+        self.etag = None
+        self.progress.reset(0)
+
+    async def _attempt(self, sink: _Sink) -> None:
+        # Errors of the panel API (the backup vanished, the key was revoked) propagate as is.
+        url = await self.resource.download_url(self.backup.uuid)
+        offset = sink.size
+        headers = {"Accept-Encoding": "identity"}
+        if offset and self.ranges:
+            headers["Range"] = f"bytes={offset}-"
+            if self.etag:
+                headers["If-Range"] = self.etag
+        elif offset:
+            await self._restart(sink)
+            offset = 0
+        session = self.resource._client._link_session()
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.read_timeout, sock_read=self.read_timeout
+        )
+        try:
+            async with session.get(url, headers=headers, timeout=timeout) as resp:
+                offset = await self._check_response(resp, sink, offset)
+                await self._stream(resp, sink)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _AttemptFailed(_describe(exc, sink.size, self.total)) from exc
+        if self.total is not None and sink.size != self.total:
+            raise _AttemptFailed(f"the body ended after {sink.size} of {self.total} bytes")
+
+    async def _check_response(self, resp: aiohttp.ClientResponse, sink: _Sink, offset: int) -> int:
+        if resp.status == 200:
+            self.ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
+            self.etag = resp.headers.get("ETag")
+            if offset:
+                logger.info("backup %s: link host ignored Range; restarting", self.backup.uuid)
+                await self._restart(sink)
+                offset = 0
+            self._check_length(resp.content_length, self.total)
+            if self.total is None and resp.content_length is not None:
+                self.total = self.progress.total = resp.content_length
+            return offset
+        if resp.status == 206 and offset:
+            match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+            start = int(match.group(1)) if match else -1
+            size = match.group(3) if match else None
+            if start != offset or (self.total and size not in (str(self.total), "*")):
+                self.ranges = False
+                raise _AttemptFailed(
+                    f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
+                    f"for a request from byte {offset}"
+                )
+            self._check_length(resp.content_length, self.total and self.total - offset)
+            self.progress.reset(offset)
+            return offset
+        self.ranges = self.ranges and resp.status != 416
+        raise _AttemptFailed(
+            f"the link host answered {resp.status} {resp.reason or ''}".strip(),
+            parse_retry_after(resp.headers.get("Retry-After")),
+        )
+
+    @staticmethod
+    def _check_length(announced: int | None, expected: int | None) -> None:
+        if announced is not None and expected is not None and announced != expected:
+            raise _AttemptFailed(f"the link host announced {announced} bytes, the panel {expected}")
+
+    async def _stream(self, resp: aiohttp.ClientResponse, sink: _Sink) -> None:
+        send, receive = anyio.create_memory_object_stream[list[bytes]](1)
+
+        async def write() -> None:
+            async with receive:
+                async for batch in receive:
+                    await self._thread(sink.absorb, batch)
+
+        content = resp.content
+        advance = self.progress.advance
+        broken: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write)
+                async with send:
+                    batch: list[bytes] = []
+                    size = 0
+                    try:
+                        while data := await content.readany():
+                            batch.append(data)
+                            size += len(data)
+                            advance(len(data))
+                            if size >= BATCH:
+                                await send.send(batch)
+                                batch, size = [], 0
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                        broken = exc  # keep what arrived: the next attempt may resume after it
+                    if batch:
+                        await send.send(batch)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        if broken is not None:
+            raise broken
+
+
+def _describe(exc: BaseException, received: int, total: int | None) -> str:
+    where = f"after {received}{f' of {total}' if total else ''} bytes"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"the link host stalled {where} (no data within read_timeout)"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the connection broke {where} ({exc})"
+    return f"{type(exc).__name__} {where}: {exc}"
+
+
+async def download_backup(
+    resource: BackupsResource,
+    backup_or_uuid: Backup | str,
+    dest: str | os.PathLike[str],
+    *,
+    verify: bool = True,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    read_timeout: float = 60.0,
+    max_attempts: int = 5,
+) -> DownloadResult:
+    """Download a completed backup to ``dest``, verified and atomically; see ``download``."""
+    from ._backups import backup_uuid
+
+    uuid = backup_uuid(backup_or_uuid)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidArgumentError(f"max_attempts must be an integer ≥ 1: {max_attempts!r}")
+    if not read_timeout > 0:
+        raise InvalidArgumentError(f"read_timeout must be > 0: {read_timeout!r}")
+    final = _destination(dest, uuid)
+    backup = backup_or_uuid if isinstance(backup_or_uuid, Backup) else None
+    if backup is None or backup.state is not BackupState.COMPLETED:
+        backup = await resource.get(uuid)
+    if backup.state is BackupState.CREATING:
+        raise BackupNotCompletedError(
+            f"backup {uuid} of server {resource.server} is still being created; "
+            "wait() for it first",
+            backup=backup,
+        )
+    if backup.state is BackupState.FAILED:
+        raise BackupFailedError(
+            f"backup {uuid} of server {resource.server} failed and has no archive", backup=backup
+        )
+    if verify and backup.checksum is None:
+        raise DownloadError(
+            f"backup {uuid} of server {resource.server} has "
+            + (
+                f"a checksum the SDK cannot verify: {backup.checksum_raw!r}"
+                if backup.checksum_raw
+                else "no checksum"
+            )
+            + "; pass verify=False to download it unchecked"
+        )
+    try:
+        await anyio.to_thread.run_sync(lambda: final.parent.mkdir(parents=True, exist_ok=True))
+        if final.exists() or final.is_symlink():
+            if backup.checksum is not None and final.is_file():
+                existing = await anyio.to_thread.run_sync(
+                    hash_file, final, backup.checksum.algorithm
+                )
+                if existing == backup.checksum:
+                    return DownloadResult(
+                        path=final,
+                        bytes=final.stat().st_size,
+                        checksum=existing,
+                        verified=True,
+                        attempts=0,
+                        skipped=True,
+                    )
+            if not overwrite:
+                raise DestinationExistsError(
+                    f"{final} exists and does not match backup {uuid}; pass overwrite=True "
+                    "to replace it"
+                )
+            if final.is_dir():
+                raise DownloadError(f"{final} is a directory; cannot replace it with a file")
+    except OSError as exc:
+        if isinstance(exc, PteroError):
+            raise
+        raise DownloadError(f"cannot prepare {final}: {exc}") from exc
+    return await _Download(
+        resource,
+        backup,
+        final,
+        verify=verify,
+        progress=progress,
+        read_timeout=read_timeout,
+        max_attempts=max_attempts,
+    ).run()

@@ -1,0 +1,317 @@
+"""State objects of the fake panel: servers, backups, recorded requests and faults."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import attrs
+
+__all__ = [
+    "UNSET",
+    "BackupState",
+    "Dialect",
+    "DownloadFault",
+    "DownloadFaultKind",
+    "FakeBackup",
+    "FakeServer",
+    "Fault",
+    "FaultKind",
+    "RecordedRequest",
+    "Storage",
+    "Unset",
+]
+
+Dialect = Literal["pterodactyl", "pelican", "reference"]
+Storage = Literal["wings", "s3"]
+BackupState = Literal["creating", "completed", "failed"]
+FaultKind = Literal["status", "reset", "stall", "html", "redirect", "empty", "json"]
+DownloadFaultKind = Literal["drop", "corrupt", "stall", "status", "expired"]
+
+
+class Unset(enum.Enum):
+    """Marker type for "argument not given"."""
+
+    UNSET = "UNSET"
+
+
+UNSET = Unset.UNSET
+
+
+@attrs.define(eq=False)
+class FakeServer:
+    """A server of a FakePanel; `backups` lists live backups, `all_backups` deleted ones too."""
+
+    identifier: str
+    uuid: str
+    name: str
+    backup_limit: int
+    owner_key: str | None
+    fail_backups: bool = False
+    #: Every successful restore request, in order: (backup uuid, truncate).
+    restores: list[tuple[str, bool]] = attrs.field(factory=list)
+    _all_backups: list[FakeBackup] = attrs.field(factory=list, init=False, repr=False)
+    _status: str | None = attrs.field(default=None, init=False)
+    _status_until: float | None = attrs.field(default=None, init=False, repr=False)
+    _fail_next: int = attrs.field(default=0, init=False, repr=False)
+    _create_times: list[float] = attrs.field(factory=list, init=False, repr=False)
+    _restore_times: list[float] = attrs.field(factory=list, init=False, repr=False)
+
+    @property
+    def status(self) -> str | None:
+        """`"restoring_backup"` (or another panel state) while busy, None when idle."""
+        if (
+            self._status is not None
+            and self._status_until is not None
+            and time.monotonic() >= self._status_until
+        ):
+            self._status = None
+            self._status_until = None
+        return self._status
+
+    @status.setter
+    def status(self, value: str | None) -> None:
+        self._status = value
+        self._status_until = None
+
+    def set_status(self, value: str | None, duration: float | None = None) -> None:
+        """Put the server in `value` state, for `duration` seconds (None: until changed)."""
+        self._status = value
+        self._status_until = None if duration is None else time.monotonic() + duration
+
+    @property
+    def backups(self) -> list[FakeBackup]:
+        """Backups that are not deleted, oldest first."""
+        return [b for b in self._all_backups if not b.deleted]
+
+    @property
+    def all_backups(self) -> list[FakeBackup]:
+        """Every backup ever added or created, deleted ones included, oldest first."""
+        return list(self._all_backups)
+
+
+@attrs.define(eq=False)
+class FakeBackup:
+    """A backup held by a FakePanel; tests may change its fields at any time."""
+
+    uuid: str
+    name: str
+    content: bytes = attrs.field(repr=False)
+    server: FakeServer = attrs.field(repr=False)
+    dialect: Dialect = attrs.field(repr=False)
+    created_at: datetime
+    ignored_files: list[str] = attrs.field(factory=list)
+    is_locked: bool = False
+    checksum_algorithm: Literal["sha1", "sha256"] = "sha1"
+    #: Raw wire value of the hash field when set (str or None); UNSET means computed.
+    checksum_override: str | Unset | None = attrs.field(default=UNSET, repr=False)
+    is_scheduled: bool = False
+    deleted: bool = False
+    #: GETs of any download link of this backup (each is one attempt).
+    download_attempts: int = 0
+    #: Download links handed out by the API for this backup.
+    links_issued: int = 0
+    _state: BackupState = attrs.field(default="completed", init=False)
+    _completed_at: datetime | None = attrs.field(default=None, init=False)
+    _started: float = attrs.field(factory=time.monotonic, init=False, repr=False)
+    _duration: float | None = attrs.field(default=None, init=False, repr=False)
+    _finish_fails: bool = attrs.field(default=False, init=False, repr=False)
+    _digest: tuple[bytes, str, str] | None = attrs.field(default=None, init=False, repr=False)
+
+    def _settle(self) -> None:
+        if self._state != "creating" or self._duration is None:
+            return
+        if time.monotonic() - self._started < self._duration:
+            return
+        self._state = "failed" if self._finish_fails else "completed"
+        self._completed_at = (self.created_at + timedelta(seconds=self._duration)).replace(
+            microsecond=0
+        )
+        self._duration = None
+
+    def _begin(self, duration: float | None, fails: bool) -> None:
+        self._state = "creating"
+        self._completed_at = None
+        self._started = time.monotonic()
+        self._duration = duration
+        self._finish_fails = fails
+
+    @property
+    def state(self) -> BackupState:
+        """`"creating"`, `"completed"` or `"failed"` (creation finishes lazily, on access)."""
+        self._settle()
+        return self._state
+
+    @property
+    def is_successful(self) -> bool | None:
+        """True when completed, False when failed, None while creating."""
+        state = self.state
+        return None if state == "creating" else state == "completed"
+
+    @property
+    def completed_at(self) -> datetime | None:
+        """When the backup finished (completed or failed); None while creating."""
+        self._settle()
+        return self._completed_at
+
+    @property
+    def size(self) -> int:
+        """The `bytes` the panel reports: len(content) when completed, else 0."""
+        return len(self.content) if self.state == "completed" else 0
+
+    def complete(self) -> None:
+        """Finish the backup successfully now."""
+        self._state = "completed"
+        self._duration = None
+        self._completed_at = _now()
+
+    def fail(self) -> None:
+        """Finish the backup as failed now."""
+        self._state = "failed"
+        self._duration = None
+        self._completed_at = _now()
+
+    def hexdigest(self, algorithm: str) -> str:
+        """Hex digest of `content` with `algorithm` ("sha1", "sha256", ...)."""
+        cached = self._digest
+        if cached is not None and cached[0] is self.content and cached[1] == algorithm:
+            return cached[2]
+        digest = hashlib.new(algorithm, self.content).hexdigest()
+        self._digest = (self.content, algorithm, digest)
+        return digest
+
+    def _wire_checksum(self, state: BackupState) -> str | None:
+        if not isinstance(self.checksum_override, Unset):
+            return self.checksum_override
+        if state != "completed":
+            return None
+        if self.dialect == "reference":
+            return self.hexdigest("sha256")
+        return f"{self.checksum_algorithm}:{self.hexdigest(self.checksum_algorithm)}"
+
+    @property
+    def wire_checksum(self) -> str | None:
+        """The hash field as sent: `checksum` ("sha1:<hex>"), or reference `sha256_hash`."""
+        return self._wire_checksum(self.state)
+
+    def _visible_content(self) -> bytes | None:
+        """What a download link serves now: None when there is no file (deleted or failed)."""
+        if self.deleted:
+            return None
+        state = self.state
+        if state == "completed":
+            return self.content
+        if state == "failed":
+            return None
+        if self._duration:
+            fraction = min(1.0, (time.monotonic() - self._started) / self._duration)
+        else:
+            fraction = 0.5
+        return self.content[: int(len(self.content) * fraction)]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@attrs.frozen
+class RecordedRequest:
+    """One request received by the panel ("api") or the link host ("link")."""
+
+    method: str
+    #: The path as received (path prefix included), without the query string.
+    path: str
+    query: dict[str, str]
+    #: Header names are lower-case; repeated headers are joined with ", ".
+    headers: dict[str, str]
+    body: bytes
+    host: Literal["api", "link"]
+    #: Final status sent; 0 when the connection was dropped before a status line.
+    status: int
+    backup_uuid: str | None
+    #: time.monotonic() when the request arrived.
+    time: float
+    #: Name of the scripted fault applied, if any (e.g. "inject:status", "drop").
+    fault: str | None = None
+
+
+@attrs.frozen
+class DownloadFault:
+    """One scripted misbehaviour of the link host for one GET of a backup's link."""
+
+    kind: DownloadFaultKind
+    after_bytes: int = 0
+    offset: int = 0
+    seconds: float = 0.0
+    code: int = 0
+    retry_after: float | str | None = None
+
+    @classmethod
+    def drop_after(cls, n_bytes: int, *, linger: float = 0.05) -> DownloadFault:
+        """Send the headers (full Content-Length) and `n_bytes` of body, then drop.
+
+        The connection is closed `linger` seconds after those bytes are flushed, so that a client
+        that keeps reading has consumed them (aiohttp discards unread data once it sees the
+        truncation); `linger=0` closes at once.
+        """
+        return cls("drop", after_bytes=n_bytes, seconds=linger)
+
+    @classmethod
+    def corrupt(cls, offset: int) -> DownloadFault:
+        """Serve the full length with the byte at file offset `offset` flipped."""
+        return cls("corrupt", offset=offset)
+
+    @classmethod
+    def stall(cls, after_bytes: int, seconds: float) -> DownloadFault:
+        """Send `after_bytes` of body, go silent for `seconds`, then continue."""
+        return cls("stall", after_bytes=after_bytes, seconds=seconds)
+
+    @classmethod
+    def status(cls, code: int, retry_after: float | str | None = None) -> DownloadFault:
+        """Answer `code` (5xx or 429) instead of the file, with an optional Retry-After."""
+        return cls("status", code=code, retry_after=retry_after)
+
+    @classmethod
+    def expired(cls) -> DownloadFault:
+        """Answer as if the link had expired (wings: 500; s3: 403 AccessDenied)."""
+        return cls("expired")
+
+
+@attrs.define(eq=False)
+class Fault:
+    """A scripted API fault registered with `FakePanel.inject()`."""
+
+    kind: FaultKind
+    status: int
+    method: str | None
+    path: str | None
+    times: int
+    headers: dict[str, str]
+    body: bytes | None
+    json_body: Any
+    delay: float
+    used: int = 0
+    _pattern: re.Pattern[str] | None = attrs.field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._pattern = None if self.path is None else re.compile(self.path)
+
+    @property
+    def remaining(self) -> int:
+        """How many more matching requests this fault will hit."""
+        return max(self.times - self.used, 0)
+
+    def cancel(self) -> None:
+        """Stop applying this fault."""
+        self.times = self.used
+
+    def _matches(self, method: str, path: str) -> bool:
+        if self.remaining <= 0:
+            return False
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return self._pattern is None or self._pattern.search(path) is not None
