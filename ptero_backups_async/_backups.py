@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +19,7 @@ from ._errors import (
     InvalidArgumentError,
     NotFoundError,
     PteroError,
+    TooManyBackupsError,
     UnsupportedOperationError,
     WaitTimeoutError,
 )
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
     from ._client import PteroClient
 
 __all__ = ["BackupsResource", "backup_uuid"]
+
+logger = logging.getLogger("ptero_backups_async")
 
 _LOCK_TRIES = 3
 
@@ -78,8 +83,14 @@ class BackupsResource:
         name: str | None = None,
         ignored: Sequence[str] | str | None = None,
         is_locked: bool = False,
+        *,
+        rotate: bool = False,
     ) -> Backup:
-        """Start a backup; returns it while it is still being created (see ``wait``)."""
+        """Start a backup; returns it while it is still being created (see ``wait``).
+
+        ``rotate=True``: when the server is at its backup limit, delete the oldest unlocked
+        successful backup and try once more (the panel never rotates through the API).
+        """
         body: dict[str, Any] = {}
         if name is not None:
             body["name"] = check_name(name)
@@ -90,8 +101,49 @@ class BackupsResource:
             raise InvalidArgumentError(f"is_locked must be a bool, not {is_locked!r}")
         if is_locked:
             body["is_locked"] = True
-        data, what = await self._call("POST", self._path(), json=body, has_body=True)
+        try:
+            data, what = await self._call("POST", self._path(), json=body, has_body=True)
+        except TooManyBackupsError:
+            if not rotate:
+                raise
+            oldest = await self._oldest_rotatable()
+            if oldest is None:
+                raise
+            logger.info("server %s at its backup limit: deleting %s", self.server, oldest.uuid)
+            await self.delete(oldest.uuid)
+            data, what = await self._call("POST", self._path(), json=body, has_body=True)
         return self._client._converter.backup(data, what)
+
+    async def _oldest_rotatable(self) -> Backup | None:
+        candidates = [
+            b async for b in self.list() if b.state is BackupState.COMPLETED and not b.is_locked
+        ]
+        return min(candidates, key=lambda b: b.created_at, default=None)
+
+    async def prune(self, keep: int, *, dry_run: bool = False) -> builtins.list[Backup]:
+        """Retention: keep the ``keep`` newest unlocked successful backups, delete the rest.
+
+        Locked backups are never touched (and do not count towards ``keep``); failed ones are
+        deleted; ones still being created are left alone. Returns what was deleted (or, with
+        ``dry_run=True``, what would be), oldest first.
+        """
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise InvalidArgumentError(f"keep must be an integer ≥ 0, not {keep!r}")
+        backups = [b async for b in self.list()]
+        successful = sorted(
+            (b for b in backups if b.state is BackupState.COMPLETED and not b.is_locked),
+            key=lambda b: b.created_at,
+            reverse=True,
+        )
+        failed = [b for b in backups if b.state is BackupState.FAILED and not b.is_locked]
+        doomed = sorted(successful[keep:] + failed, key=lambda b: b.created_at)
+        if not dry_run:
+            for backup in doomed:
+                try:
+                    await self.delete(backup.uuid)
+                except NotFoundError:
+                    pass  # already gone: the goal is reached
+        return doomed
 
     async def wait(
         self,
