@@ -1094,6 +1094,8 @@ class FakePanel:
     # ------------------------------------------------------------------ link host
 
     def _issue_link(self, backup: FakeBackup) -> str:
+        if backup.link_factory is not None:
+            return backup.link_factory()
         expires = time.monotonic() + self.link_ttl
         if self.storage == "wings":
             token = secrets.token_urlsafe(48)

@@ -6,6 +6,7 @@ import enum
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -115,6 +116,9 @@ class FakeBackup:
     download_attempts: int = 0
     #: Download links handed out by the API for this backup.
     links_issued: int = 0
+    #: When set, the download route answers the URL this returns instead of a link to the
+    #: panel's own link host (e.g. a presigned URL of a real S3 server).
+    link_factory: Callable[[], str] | None = attrs.field(default=None, repr=False)
     _state: BackupState = attrs.field(default="completed", init=False)
     _completed_at: datetime | None = attrs.field(default=None, init=False)
     _started: float = attrs.field(factory=time.monotonic, init=False, repr=False)
