@@ -81,7 +81,13 @@ class _Sink:
         self.algorithm = algorithm
         self.digest = _new_hash(algorithm)
         self.size = 0
-        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # A stale .part (from a crash) goes; a symlink planted there is removed, not followed.
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        self.fd: int | None = os.open(path, flags, 0o644)
 
     def absorb(self, chunks: list[bytes]) -> None:
         assert self.fd is not None
@@ -396,7 +402,8 @@ class _Download:
                     if batch:
                         await send.send(batch)
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            first = _first_error(group)
+            raise first from first.__cause__
         if broken is not None:
             raise broken
 

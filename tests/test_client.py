@@ -493,3 +493,19 @@ def test_plain_http_to_a_remote_panel_warns(caplog: pytest.LogCaptureFixture) ->
         PteroClient("http://127.0.0.1:8080", "ptlc_" + "k" * 43)
     warnings = [r for r in caplog.records if "plain http" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_max_concurrency_caps_requests_in_flight(panel: FakePanel) -> None:
+    import anyio
+
+    server = panel.add_server()
+    panel.inject(method="GET", path="/backups$", kind="stall", delay=0.3, times=6)
+    async with PteroClient(panel.url, panel.api_key, max_concurrency=2) as client:
+        backups = client.backups(server.identifier)
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(backups.list_page)
+        elapsed = time.monotonic() - started
+    # Six 0.3 s requests, two at a time: three rounds.
+    assert elapsed >= 0.85

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
 import pathlib
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
@@ -365,3 +367,70 @@ async def test_download_many_cancellation_cancels_all(
         await client.download_many(targets, tmp_path, concurrency=3, read_timeout=20)
     assert scope.cancelled_caught
     assert not list(tmp_path.glob("*.tar.gz*"))
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A 1 MiB tmpfs, so that writes fail with ENOSPC (needs root to mount)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+async def test_disk_full_is_download_error_and_leaves_nothing(
+    panel: FakePanel, client: PteroClient, tiny_filesystem: pathlib.Path
+) -> None:
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=CONTENT)
+    with pytest.raises(DownloadError) as info:
+        await client.backups(server.identifier).download(backup.uuid, tiny_filesystem)
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError)
+    assert cause.errno == errno.ENOSPC
+    assert list(tiny_filesystem.iterdir()) == []
+
+
+async def test_a_symlink_at_the_part_path_is_not_followed(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=b"archive" * 100)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / f"{backup.uuid}.tar.gz.part").symlink_to(victim)
+    result = await client.backups(server.identifier).download(backup.uuid, tmp_path)
+    assert result.path.read_bytes() == b"archive" * 100
+    assert victim.read_text() == "precious"
+
+
+async def test_callers_session_headers_and_cookies_never_reach_the_link_host(
+    panel: FakePanel, tmp_path: pathlib.Path
+) -> None:
+    import aiohttp
+    import yarl
+
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=b"z" * 5000)
+    jar = aiohttp.CookieJar(unsafe=True)
+    jar.update_cookies({"panel_session": "s3cr3t"}, yarl.URL(panel.link_url))
+    async with aiohttp.ClientSession(
+        cookie_jar=jar, headers={"X-Bot-Token": "bot-secret"}
+    ) as session:
+        async with PteroClient(panel.url, panel.api_key, session=session) as client:
+            await client.backups(server.identifier).download(backup.uuid, tmp_path)
+    (link,) = panel.link_requests()
+    assert "cookie" not in link.headers
+    assert "x-bot-token" not in link.headers
+    assert "authorization" not in link.headers
+    # The caller's session did carry them to the panel: the separation is what matters.
+    assert any("x-bot-token" in r.headers for r in panel.api_requests())
