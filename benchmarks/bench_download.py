@@ -1,0 +1,459 @@
+"""Download benchmark vs curl; run: python benchmarks/bench_download.py [--quick] [--json PATH]."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuid_mod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+WORKER = HERE / "_worker.py"
+EXPERIMENT = HERE / "_experiment.py"
+EXPERIMENTS = ("sdk", "split", "split-wb", "split-sfr", "sdk-nofsync")
+BULK_EXPERIMENTS = ("sdk", "split", "split-sfr", "sdk-nofsync")
+FILESERVER = HERE / "_fileserver.py"
+MIB = 1024 * 1024
+GEN_BLOCK = 4 * MIB  # small: workers inherit our peak RSS as their ru_maxrss floor
+
+# Targets from the brief; a ratio is "ours / other", so lower is better.
+TARGET_VS_CURL = 1.25
+TARGET_VS_PLAIN = 0.5
+TARGET_BULK_VS_CURL = 1.2
+TARGET_RSS_MIB = 32.0
+TARGET_LAG_MS = 50.0
+
+
+@dataclass(frozen=True)
+class Archive:
+    server: str
+    uuid: str
+    path: pathlib.Path
+    size: int
+    sha1: str
+
+
+@dataclass
+class Results:
+    """Raw samples, by variant name."""
+
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, name: str, sample: dict[str, Any]) -> None:
+        self.runs.setdefault(name, []).append(sample)
+
+    def median(self, name: str, key: str) -> float:
+        return statistics.median(float(s[key]) for s in self.runs[name])
+
+
+# --------------------------------------------------------------------------------- setup
+
+
+def fstype(path: pathlib.Path) -> str:
+    out = subprocess.run(
+        ["df", "--output=fstype", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()[-1]
+
+
+def pick_base_dir(requested: str | None) -> pathlib.Path:
+    """A directory on a real disk: the written bytes must go through the page cache to disk."""
+    candidates = [requested] if requested else [tempfile.gettempdir(), "/var/tmp", str(HERE)]
+    for candidate in candidates:
+        path = pathlib.Path(candidate)
+        if path.is_dir() and fstype(path) not in ("tmpfs", "ramfs"):
+            return path
+    raise SystemExit(f"no disk-backed temp dir among {candidates}; pass --tmp-dir")
+
+
+def make_archive(path: pathlib.Path, size: int, base: bytes) -> str:
+    """Write ``size`` random-ish bytes (urandom blocks, each with a counter); their SHA-1."""
+    digest = hashlib.sha1()
+    with open(path, "wb") as f:
+        written = 0
+        counter = 0
+        while written < size:
+            prefix = counter.to_bytes(16, "big")[: size - written]
+            rest = memoryview(base)[16 : 16 + max(0, size - written - 16)]
+            for part in (prefix, rest):
+                digest.update(part)
+                f.write(part)
+            written += len(prefix) + len(rest)
+            counter += 1
+    return digest.hexdigest()
+
+
+def make_archives(directory: pathlib.Path, sizes: Sequence[tuple[str, int]]) -> list[Archive]:
+    base = os.urandom(GEN_BLOCK)
+    archives = []
+    for name, size in sizes:
+        path = directory / name
+        sha1 = make_archive(path, size, base)
+        archives.append(Archive(os.urandom(4).hex(), str(uuid_mod.uuid4()), path, size, sha1))
+    os.sync()  # no writeback of the sources during the timed runs
+    return archives
+
+
+@contextmanager
+def file_server(archives: Sequence[Archive], workdir: pathlib.Path) -> Iterator[str]:
+    """The fake panel + link host, in its own process; yields its base URL."""
+    config = {
+        a.uuid: {"server": a.server, "path": str(a.path), "bytes": a.size, "sha1": a.sha1}
+        for a in archives
+    }
+    config_path = workdir / "server.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, str(FILESERVER), str(config_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl-C reaches us; we stop it in order
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"file server did not start (exit code {proc.poll()})")
+        yield f"http://127.0.0.1:{line}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------ variants
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_worker(*args: str, script: pathlib.Path = WORKER) -> dict[str, Any]:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        env=worker_env(),
+        check=False,
+    )
+    whole = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {args[0]} failed ({proc.returncode}):\n{proc.stderr}")
+    sample: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not sample["ok"]:
+        raise RuntimeError(f"worker {args[0]}: the download did not verify")
+    sample["whole_s"] = whole
+    if "rss_after_kib" in sample:
+        sample["rss_growth_mib"] = (sample["rss_after_kib"] - sample["rss_before_kib"]) / 1024
+        sample["hwm_growth_mib"] = (sample["hwm_after_kib"] - sample["hwm_before_kib"]) / 1024
+    return sample
+
+
+def run_experiments(res: Results, base: str, big: Archive, outdir: pathlib.Path) -> None:
+    """Copies of the SDK's loop with one change each (see _experiment.py), and curl's ceiling."""
+    fresh(outdir)
+    res.add("x:curl-devnull", run_curl([(file_url(base, big), pathlib.Path(os.devnull))]))
+    for variant in EXPERIMENTS:
+        fresh(outdir)
+        args = [file_url(base, big), str(outdir / "x.bin"), big.sha1]
+        res.add(f"x:{variant}", run_worker(variant, "1", *args, script=EXPERIMENT))
+
+
+def run_bulk_experiments(
+    res: Results, base: str, bulk: Sequence[Archive], outdir: pathlib.Path, concurrency: int
+) -> None:
+    """The same for the bulk case, plus curl followed by sync(): curl with the SDK's fsyncs."""
+    fresh(outdir)
+    start = time.perf_counter()
+    run_curl([(file_url(base, a), outdir / f"c{i}") for i, a in enumerate(bulk)], concurrency)
+    os.sync()
+    res.add("xb:curl+sync", {"whole_s": time.perf_counter() - start})
+    for variant in BULK_EXPERIMENTS:
+        fresh(outdir)
+        args = [
+            x for i, a in enumerate(bulk) for x in (file_url(base, a), f"{outdir}/x{i}", a.sha1)
+        ]
+        res.add(f"xb:{variant}", run_worker(variant, str(concurrency), *args, script=EXPERIMENT))
+
+
+def run_curl(jobs: Sequence[tuple[str, pathlib.Path]], parallel: int = 1) -> dict[str, Any]:
+    cmd = ["curl", "-s", "-S", "--no-progress-meter", "-f"]
+    if len(jobs) > 1:
+        cmd += ["--parallel", "--parallel-max", str(parallel)]
+    for url, out in jobs:
+        cmd += ["-o", str(out), url]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return {"whole_s": time.perf_counter() - start}
+
+
+def fresh(outdir: pathlib.Path) -> None:
+    """Empty the output dir and flush dirty pages, so every run starts from the same state."""
+    shutil.rmtree(outdir, ignore_errors=True)
+    outdir.mkdir()
+    os.sync()
+
+
+def file_url(base: str, archive: Archive) -> str:
+    return f"{base}/file/{archive.path.name}"
+
+
+def check_sizes(outdir: pathlib.Path, archives: Sequence[Archive]) -> None:
+    files = sorted(p.stat().st_size for p in outdir.iterdir())
+    if files != sorted(a.size for a in archives):
+        raise RuntimeError(f"unexpected output sizes in {outdir}: {files}")
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def mib_s(size: int, seconds: float) -> float:
+    return size / MIB / seconds
+
+
+def check(label: str, value: float, target: float, unit: str = "") -> str:
+    verdict = "ok" if value <= target else "MISS"
+    shown = f"{value:.2f}" if not unit else f"{value:.1f}{unit}"
+    return f"{label:<34} {shown:>9}   target <= {target:g}{unit}   {verdict}"
+
+
+def report(res: Results, big: Archive, small: Archive, bulk: Sequence[Archive]) -> list[str]:
+    bulk_size = sum(a.size for a in bulk)
+    lines = [
+        f"{'variant':<34} {'download s':>10} {'MiB/s':>8} {'process s':>10}",
+        "-" * 66,
+    ]
+
+    def row(label: str, name: str, size: int, inproc: bool) -> None:
+        whole = res.median(name, "whole_s")
+        down = res.median(name, "download_s") if inproc else whole
+        process = f"{whole:>10.3f}" if inproc else f"{'-':>10}"
+        lines.append(f"{label:<34} {down:>10.3f} {mib_s(size, down):>8.0f} {process}")
+
+    def worst(name: str, key: str) -> float:
+        return max(float(s[key]) for s in res.runs[name])
+
+    big_mib, small_mib = f"{big.size // MIB} MiB", f"{small.size // MIB} MiB"
+    bulk_label = f"{len(bulk)}x{bulk[0].size // MIB} MiB"
+    row(f"curl -o ({big_mib})", "curl", big.size, False)
+    row(f"plain aiohttp+aiofiles ({big_mib})", "plain", big.size, True)
+    row(f"ours download() ({big_mib})", "ours", big.size, True)
+    row(f"ours download() ({small_mib})", "ours_small", small.size, True)
+    row(f"curl --parallel-max 4 ({bulk_label})", "bulk_curl", bulk_size, False)
+    row(f"ours download_many c=4 ({bulk_label})", "bulk_ours", bulk_size, True)
+
+    ours = res.median("ours", "download_s")
+    lines += [
+        "",
+        "Medians. Python variants: 'download s' is timed inside the process (for ours: two",
+        "API calls + stream + hash + fsync + rename); 'process s' is the whole subprocess.",
+        "curl: whole process (start-up ~5 ms). Ratios: in-process Python time / curl's whole.",
+        "",
+        check("ours / curl", ours / res.median("curl", "whole_s"), TARGET_VS_CURL),
+        check("ours / plain", ours / res.median("plain", "download_s"), TARGET_VS_PLAIN),
+        check(
+            "bulk ours / curl --parallel",
+            res.median("bulk_ours", "download_s") / res.median("bulk_curl", "whole_s"),
+            TARGET_BULK_VS_CURL,
+        ),
+        check(
+            f"RSS growth {small_mib} (max of runs)",
+            worst("ours_small", "rss_growth_mib"),
+            TARGET_RSS_MIB,
+            " MiB",
+        ),
+        check(
+            f"RSS growth {big_mib} (max of runs)",
+            worst("ours", "rss_growth_mib"),
+            TARGET_RSS_MIB,
+            " MiB",
+        ),
+        check(
+            f"loop lag max {big_mib} (all runs)", worst("ours", "lag_max_ms"), TARGET_LAG_MS, " ms"
+        ),
+        check(
+            f"loop lag p99 {big_mib} (median)",
+            res.median("ours", "lag_p99_ms"),
+            TARGET_LAG_MS,
+            " ms",
+        ),
+        "",
+        "For comparison (no targets):",
+        f"  ours peak ru_maxrss {big_mib}: {worst('ours', 'rss_after_kib') / 1024:.1f} MiB;"
+        f" VmHWM growth {small_mib} / {big_mib}: {worst('ours_small', 'hwm_growth_mib'):.1f} /"
+        f" {worst('ours', 'hwm_growth_mib'):.1f} MiB",
+        f"  loop lag max: plain {worst('plain', 'lag_max_ms'):.1f} ms,"
+        f" ours bulk {worst('bulk_ours', 'lag_max_ms'):.1f} ms"
+        f" (p99 median {res.median('bulk_ours', 'lag_p99_ms'):.1f} ms)",
+    ]
+    if "x:sdk" in res.runs:
+        lines += experiment_report(res, big, bulk)
+    return lines
+
+
+def experiment_report(res: Results, big: Archive, bulk: Sequence[Archive]) -> list[str]:
+    def table(title: str, prefix: str, curl: str, ours: str, rows: Sequence[str]) -> list[str]:
+        curl_s, ours_s = res.median(curl, "whole_s"), res.median(ours, "download_s")
+        lines = [
+            "",
+            title,
+            f"{'variant':<22} {'download s':>10} {'finish s':>9} {'/ curl':>7} {'/ ours':>7}",
+        ]
+        for row in rows:
+            name = prefix + row
+            down = res.median(
+                name, "download_s" if "download_s" in res.runs[name][0] else "whole_s"
+            )
+            finish = (
+                f"{res.median(name, 'finish_s'):.3f}" if "finish_s" in res.runs[name][0] else "-"
+            )
+            lines.append(
+                f"{row:<22} {down:>10.3f} {finish:>9} {down / curl_s:>7.2f} {down / ours_s:>7.2f}"
+            )
+        return lines
+
+    return table(
+        f"Experiments, {big.size // MIB} MiB (copies of the SDK loop, see _experiment.py;"
+        " finish = fsync + rename)",
+        "x:",
+        "curl",
+        "ours",
+        ["curl-devnull", *EXPERIMENTS],
+    ) + table(
+        f"Bulk experiments, {len(bulk)}x{bulk[0].size // MIB} MiB (finish summed over files)",
+        "xb:",
+        "bulk_curl",
+        "bulk_ours",
+        ["curl+sync", *BULK_EXPERIMENTS],
+    )
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size-mib", type=int, default=1024, help="the single-file size (1024)")
+    p.add_argument("--small-mib", type=int, default=256, help="second size for RSS (256)")
+    p.add_argument("--runs", type=int, default=5, help="alternating rounds (5)")
+    p.add_argument("--bulk-count", type=int, default=8, help="files in the bulk case (8)")
+    p.add_argument("--bulk-mib", type=int, default=128, help="size of each bulk file (128)")
+    p.add_argument("--concurrency", type=int, default=4, help="bulk concurrency (4)")
+    p.add_argument("--quick", action="store_true", help="256 MiB, 2 runs, 8x32 MiB, 64 MiB small")
+    p.add_argument("--json", metavar="PATH", help="dump raw samples and medians here")
+    p.add_argument(
+        "--experiments", action="store_true", help="also time copies of the SDK loop (slow)"
+    )
+    p.add_argument("--tmp-dir", help="where to put sources and outputs (must not be tmpfs)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size_mib, args.small_mib, args.runs, args.bulk_mib = 256, 64, 2, 32
+    return args
+
+
+def benchmark(args: argparse.Namespace, workdir: pathlib.Path) -> tuple[Results, list[str]]:
+    src, outdir = workdir / "src", workdir / "out"
+    src.mkdir()
+    start = time.perf_counter()
+    sizes = [("big.bin", args.size_mib * MIB), ("small.bin", args.small_mib * MIB)]
+    sizes += [(f"bulk{i}.bin", args.bulk_mib * MIB) for i in range(args.bulk_count)]
+    big, small, *bulk = make_archives(src, sizes)
+    log(f"generated {sum(s for _, s in sizes) // MIB} MiB in {time.perf_counter() - start:.1f}s")
+
+    res = Results()
+    with file_server([big, small, *bulk], workdir) as base:
+        log(f"file server at {base}; outputs in {outdir} ({fstype(workdir)})")
+        fresh(outdir)  # warm-up, untimed: the server's first answers, .pyc files
+        run_worker("ours", base, small.server, small.uuid, str(outdir))
+        for i in range(1, args.runs + 1):
+            fresh(outdir)
+            res.add("curl", run_curl([(file_url(base, big), outdir / "curl.bin")]))
+            check_sizes(outdir, [big])
+            fresh(outdir)
+            res.add("plain", run_worker("plain", file_url(base, big), str(outdir / "p"), big.sha1))
+            fresh(outdir)
+            res.add("ours", run_worker("ours", base, big.server, big.uuid, str(outdir)))
+            check_sizes(outdir, [big])
+            fresh(outdir)
+            res.add("ours_small", run_worker("ours", base, small.server, small.uuid, str(outdir)))
+            if args.experiments:
+                run_experiments(res, base, big, outdir)
+            log(
+                f"round {i}: curl {res.runs['curl'][-1]['whole_s']:.2f}s  "
+                f"plain {res.runs['plain'][-1]['download_s']:.2f}s  "
+                f"ours {res.runs['ours'][-1]['download_s']:.2f}s"
+            )
+        for i in range(1, args.runs + 1):
+            fresh(outdir)
+            jobs = [(file_url(base, a), outdir / f"c{n}") for n, a in enumerate(bulk)]
+            res.add("bulk_curl", run_curl(jobs, args.concurrency))
+            check_sizes(outdir, bulk)
+            fresh(outdir)
+            pairs = [f"{a.server}:{a.uuid}" for a in bulk]
+            res.add(
+                "bulk_ours",
+                run_worker("ours-many", base, str(outdir), str(args.concurrency), *pairs),
+            )
+            check_sizes(outdir, bulk)
+            if args.experiments:
+                run_bulk_experiments(res, base, bulk, outdir, args.concurrency)
+            log(
+                f"bulk round {i}: curl {res.runs['bulk_curl'][-1]['whole_s']:.2f}s  "
+                f"ours {res.runs['bulk_ours'][-1]['download_s']:.2f}s"
+            )
+        fresh(outdir)
+    return res, report(res, big, small, bulk)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: server down, temp files gone
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if shutil.which("curl") is None:
+        raise SystemExit("curl is required")
+    signal.signal(signal.SIGTERM, _terminate)
+    workdir = pathlib.Path(
+        tempfile.mkdtemp(prefix="bench-download-", dir=pick_base_dir(args.tmp_dir))
+    )
+    try:
+        res, lines = benchmark(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\n".join(lines))
+    if args.json:
+        pathlib.Path(args.json).write_text(
+            json.dumps({"args": vars(args), "runs": res.runs}, indent=2) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

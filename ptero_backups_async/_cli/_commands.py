@@ -1,0 +1,351 @@
+"""The subcommands: arguments → SDK calls → rendering. Each returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import time
+
+from rich.markup import escape
+
+from .._backups import BackupsResource
+from .._models import Backup, BackupState, DownloadOutcome
+from .._sansio import check_server_id
+from ._app import EXIT_FAILED, EXIT_OK, Context, UsageError, require_terminal
+from ._render import (
+    FULL_CHECKSUM_WIDTH,
+    TransferProgress,
+    backup_json,
+    backups_table,
+    describe_backup,
+    error_brief,
+    human_duration,
+    human_rate,
+    human_size,
+    outcome_json,
+    outcomes_table,
+    server_json,
+    servers_table,
+    spinner,
+    sync_json,
+    sync_summary,
+    sync_table,
+)
+from ._sync import sync_servers, transfer
+
+__all__ = [
+    "cmd_create",
+    "cmd_delete",
+    "cmd_download",
+    "cmd_list",
+    "cmd_lock",
+    "cmd_prune",
+    "cmd_restore",
+    "cmd_servers",
+    "cmd_sync",
+    "cmd_unlock",
+    "cmd_wait",
+    "restore_warning",
+    "wait_visibly",
+]
+
+
+async def wait_visibly(
+    ctx: Context,
+    resource: BackupsResource,
+    backup: Backup | str,
+    *,
+    timeout: float,
+    poll_interval: float = 2.0,
+) -> Backup:
+    """``wait()`` for a backup with a spinner on stderr (a plain line off a terminal)."""
+    name = backup.name if isinstance(backup, Backup) else backup
+    text = f"waiting for backup {name!r} of server {resource.server} to complete"
+    started = time.monotonic()
+    if ctx.json:
+        return await resource.wait(backup, timeout=timeout, poll_interval=poll_interval)
+    if not ctx.err.is_terminal:
+        ctx.err.print(escape(text) + " …")
+    with spinner(ctx.err, text):
+        done = await resource.wait(backup, timeout=timeout, poll_interval=poll_interval)
+    ctx.err.print(
+        f"[green]✓[/] backup {escape(done.name)!r} completed after "
+        f"{human_duration(time.monotonic() - started)} ({human_size(done.bytes)})"
+    )
+    return done
+
+
+def _show_backup(ctx: Context, backup: Backup, title: str) -> None:
+    if ctx.json:
+        ctx.emit(backup_json(backup))
+    else:
+        wide = ctx.out.width >= FULL_CHECKSUM_WIDTH
+        ctx.out.print(backups_table([backup], title=title, full_checksums=wide))
+
+
+async def cmd_servers(ctx: Context, args: argparse.Namespace) -> int:
+    """``servers``: the servers the key can see."""
+    async with ctx.client() as client:
+        servers = [s async for s in client.servers()]
+    if ctx.json:
+        ctx.emit([server_json(s) for s in servers])
+    elif servers:
+        ctx.out.print(servers_table(servers))
+    else:
+        ctx.note("this key sees no servers")
+    return EXIT_OK
+
+
+async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    """``list SERVER``: the server's backups."""
+    async with ctx.client() as client:
+        backups = [b async for b in client.backups(args.server).list()]
+    if ctx.json:
+        ctx.emit([backup_json(b) for b in backups])
+    elif backups:
+        ctx.out.print(
+            backups_table(
+                backups,
+                title=f"Backups of {args.server}",
+                full_checksums=ctx.out.width >= FULL_CHECKSUM_WIDTH,
+            )
+        )
+    else:
+        ctx.note(f"server {args.server} has no backups")
+    return EXIT_OK
+
+
+async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
+    """``create SERVER``: start a backup, optionally waiting for it."""
+    async with ctx.client() as client:
+        resource = client.backups(args.server)
+        backup = await resource.create(
+            name=args.name, ignored=args.ignore or None, is_locked=args.lock, rotate=args.rotate
+        )
+        ctx.note(f"started backup {escape(backup.name)!r} ({backup.uuid})")
+        if args.wait:
+            backup = await wait_visibly(
+                ctx, resource, backup, timeout=args.timeout, poll_interval=args.poll_interval
+            )
+    _show_backup(ctx, backup, "Backup")
+    return EXIT_OK
+
+
+async def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
+    """``wait SERVER BACKUP``: until the backup completes."""
+    async with ctx.client() as client:
+        resource = client.backups(args.server)
+        backup = await wait_visibly(
+            ctx, resource, args.backup, timeout=args.timeout, poll_interval=args.poll_interval
+        )
+    _show_backup(ctx, backup, "Backup")
+    return EXIT_OK
+
+
+def _download_targets(args: argparse.Namespace, backups: list[Backup]) -> list[Backup | str]:
+    completed = sorted(
+        (b for b in backups if b.state is BackupState.COMPLETED), key=lambda b: b.created_at
+    )
+    if args.latest:
+        if not completed:
+            raise UsageError(f"server {args.server} has no completed backup")
+        return [completed[-1]]
+    if args.all:
+        return list(completed)
+    known = {b.uuid: b for b in backups}
+    # An unknown UUID goes to the SDK as is: its error lands in that row of the results.
+    return [known.get(uuid, uuid) for uuid in dict.fromkeys(args.backups)]
+
+
+def _report_downloads(
+    ctx: Context, outcomes: list[DownloadOutcome], dest: pathlib.Path, seconds: float
+) -> int:
+    fetched = [o.result for o in outcomes if o.result is not None and not o.result.skipped]
+    skipped = sum(1 for o in outcomes if o.result is not None and o.result.skipped)
+    failed = [o for o in outcomes if o.result is None]
+    size = sum(r.bytes for r in fetched)
+    if ctx.json:
+        ctx.emit(
+            {
+                "dest": str(dest),
+                "downloaded": len(fetched),
+                "skipped": skipped,
+                "failed": len(failed),
+                "bytes": size,
+                "seconds": round(seconds, 3),
+                "results": [outcome_json(o) for o in outcomes],
+            }
+        )
+    else:
+        wide = ctx.out.width >= FULL_CHECKSUM_WIDTH
+        table = outcomes_table(outcomes, f"Downloads in {dest}", dest, full_checksums=wide)
+        ctx.out.print(table)
+        ctx.out.print(
+            f"{len(fetched)} downloaded, {skipped} skipped, {len(failed)} failed · "
+            f"{human_size(size)} in {human_duration(seconds)} ({human_rate(size, seconds)})"
+        )
+    _report_failures(ctx, failed)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _report_failures(ctx: Context, failed: list[DownloadOutcome]) -> None:
+    """One short line per failed download on stderr (the table or JSON has the detail)."""
+    for outcome in failed:
+        assert outcome.error is not None
+        ctx.err.print(
+            f"error: backup {outcome.backup_uuid} of server {outcome.server}: "
+            f"{escape(error_brief(outcome.error))}",
+            soft_wrap=True,
+        )
+
+
+async def cmd_download(ctx: Context, args: argparse.Namespace) -> int:
+    """``download SERVER [BACKUP…|--latest|--all] --dest DIR``: verified archives."""
+    if bool(args.backups) + args.latest + args.all != 1:
+        raise UsageError("name the backups to download, or pass --latest or --all")
+    dest: pathlib.Path = args.dest
+    async with ctx.client() as client:
+        backups = [b async for b in client.backups(args.server).list()]
+        targets = _download_targets(args, backups)
+        if not targets:
+            ctx.note(f"server {args.server} has no completed backups: nothing to download")
+        started = time.monotonic()
+        with TransferProgress(ctx.err, enabled=not ctx.json) as view:
+            outcomes = await transfer(
+                client,
+                view,
+                args.server,
+                targets,
+                dest,
+                concurrency=args.concurrency,
+                overwrite=args.overwrite,
+                verify=args.verify,
+            )
+        seconds = time.monotonic() - started
+    return _report_downloads(ctx, outcomes, dest, seconds)
+
+
+async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
+    """``sync [SERVER…|--all-servers] --dest DIR``: mirror every completed backup."""
+    if bool(args.servers) == args.all_servers:
+        raise UsageError("name the servers to sync, or pass --all-servers")
+    dest: pathlib.Path = args.dest
+    async with ctx.client() as client:
+        if args.all_servers:
+            servers = [s.identifier async for s in client.servers()]
+        else:
+            # The mirror's directories are named by short id: a UUID's first 8 characters.
+            servers = list(dict.fromkeys(check_server_id(s[:8]) for s in args.servers))
+        with TransferProgress(ctx.err, enabled=not ctx.json) as view:
+            report = await sync_servers(client, view, servers, dest, concurrency=args.concurrency)
+    if ctx.json:
+        ctx.emit(sync_json(report))
+    else:
+        ctx.out.print(sync_table(report))
+        ctx.out.print(sync_summary(report))
+    _report_failures(ctx, [o for o in report.outcomes if o.result is None])
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+async def cmd_prune(ctx: Context, args: argparse.Namespace) -> int:
+    """``prune SERVER --keep N [--dry-run]``: retention."""
+    async with ctx.client() as client:
+        doomed = await client.backups(args.server).prune(keep=args.keep, dry_run=args.dry_run)
+    if ctx.json:
+        ctx.emit(
+            {
+                "server": args.server,
+                "keep": args.keep,
+                "dry_run": args.dry_run,
+                "deleted": [backup_json(b) for b in doomed],
+            }
+        )
+    elif not doomed:
+        ctx.out.print(f"nothing to prune: server {args.server} keeps all its backups")
+    else:
+        verb = "Would delete" if args.dry_run else "Deleted"
+        ctx.out.print(backups_table(doomed, title=f"{verb} {len(doomed)} backup(s)"))
+        if args.dry_run:
+            ctx.out.print("dry run: nothing was deleted")
+    return EXIT_OK
+
+
+async def _set_lock(ctx: Context, args: argparse.Namespace, locked: bool) -> int:
+    async with ctx.client() as client:
+        resource = client.backups(args.server)
+        backup = await (resource.lock if locked else resource.unlock)(args.backup)
+    if ctx.json:
+        ctx.emit(backup_json(backup))
+    else:
+        state = "locked" if backup.is_locked else "unlocked"
+        ctx.out.print(f"backup {escape(describe_backup(backup))} is {state}")
+    return EXIT_OK
+
+
+async def cmd_lock(ctx: Context, args: argparse.Namespace) -> int:
+    """``lock SERVER BACKUP``."""
+    return await _set_lock(ctx, args, True)
+
+
+async def cmd_unlock(ctx: Context, args: argparse.Namespace) -> int:
+    """``unlock SERVER BACKUP``."""
+    return await _set_lock(ctx, args, False)
+
+
+async def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
+    """``delete SERVER BACKUP [--yes]``: asks first."""
+    if not args.yes:
+        require_terminal()  # refuse before any request when nobody can answer
+    async with ctx.client() as client:
+        resource = client.backups(args.server)
+        if not args.yes:
+            backup = await resource.get(args.backup)
+            ctx.confirm(
+                f"Delete backup {escape(describe_backup(backup))} of server {args.server}? "
+                "[bold]This cannot be undone.[/]"
+            )
+        await resource.delete(args.backup)
+    if ctx.json:
+        ctx.emit({"server": args.server, "deleted": args.backup})
+    else:
+        ctx.out.print(f"deleted backup {args.backup} of server {args.server}")
+    return EXIT_OK
+
+
+def restore_warning(truncate: bool) -> str:
+    """What a restore does to the server's files, in plain words (rich markup)."""
+    if truncate:
+        return (
+            "[bold red]--truncate: ALL of the server's current files are DELETED first[/], "
+            "then the backup is unpacked. Anything not in the backup is lost."
+        )
+    return (
+        "Files from the backup overwrite the server's files of the same name and missing "
+        "ones are added; [bold]no file is deleted[/] (--truncate would delete all of the "
+        "server's current files first)."
+    )
+
+
+async def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
+    """``restore SERVER BACKUP [--truncate] [--yes]``: asks first."""
+    if not args.yes:
+        require_terminal()
+    async with ctx.client() as client:
+        resource = client.backups(args.server)
+        if not args.yes:
+            backup = await resource.get(args.backup)
+            ctx.err.print(
+                f"Restore server {args.server} from backup {escape(describe_backup(backup))}."
+            )
+            ctx.err.print(restore_warning(args.truncate))
+            ctx.confirm("Restore now?")
+        await resource.restore(args.backup, truncate=args.truncate)
+    if ctx.json:
+        ctx.emit({"server": args.server, "restoring": args.backup, "truncate": args.truncate})
+    else:
+        ctx.out.print(
+            f"restore of server {args.server} from backup {args.backup} started"
+            + (" (files truncated first)" if args.truncate else "")
+            + "; the node restores in the background"
+        )
+    return EXIT_OK
