@@ -6,8 +6,8 @@ import builtins
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -19,6 +19,7 @@ from ._errors import (
     InvalidArgumentError,
     NotFoundError,
     PteroError,
+    ResponseValidationError,
     TooManyBackupsError,
     UnsupportedOperationError,
     WaitTimeoutError,
@@ -26,6 +27,7 @@ from ._errors import (
 from ._models import Backup, BackupState, DownloadResult, Page
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
 from ._sansio import check_backup_uuid, check_name, check_server_id, encode_ignored
+from ._transport import Response
 
 if TYPE_CHECKING:
     from ._client import PteroClient
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["BackupsResource", "backup_uuid"]
 
 logger = logging.getLogger("ptero_backups_async")
+T = TypeVar("T")
 
 _LOCK_TRIES = 3
 
@@ -57,16 +60,33 @@ class BackupsResource:
     def _path(self, *parts: str) -> str:
         return "/".join((f"/servers/{self.server}/backups", *parts)).rstrip("/")
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(
+        self, method: str, path: str, parse: Callable[[Any, str], T], **kwargs: Any
+    ) -> T:
         response = await self._client._transport.request(method, path, **kwargs)
+        return self._parse(response, parse)
+
+    def _parse(self, response: Response, parse: Callable[[Any, str], T]) -> T:
         what = f"{response.method} {response.url}"
-        return self._client._converter.decode(response.body, what), what
+        converter = self._client._converter
+        try:
+            return parse(converter.decode(response.body, what), what)
+        except ResponseValidationError as exc:
+            raise self._client._transport.scrub(exc) from exc.__cause__
+
+    async def _call_without_answer(self, method: str, path: str, **kwargs: Any) -> None:
+        # The panels answer 204 (or the reference page's 202) with no body. A body that is
+        # not a backup means something else answered: a login page, a proxy.
+        response = await self._client._transport.request(method, path, **kwargs)
+        if response.body.strip():
+            self._parse(response, self._client._converter.backup)
 
     async def list_page(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> Page[Backup]:
         """One page of this server's backups (``per_page`` is clamped to 50)."""
         params = {"page": check_page(page), "per_page": clamp_per_page(per_page)}
-        data, what = await self._call("GET", self._path(), params=params)
-        return self._client._converter.backup_page(data, what)
+        return await self._call(
+            "GET", self._path(), self._client._converter.backup_page, params=params
+        )
 
     def list(self, *, per_page: int = MAX_PER_PAGE) -> AsyncIterator[Backup]:
         """Every backup of the server, fetched page by page as you iterate."""
@@ -75,8 +95,8 @@ class BackupsResource:
 
     async def get(self, backup_or_uuid: Backup | str) -> Backup:
         """The backup as the panel sees it now."""
-        data, what = await self._call("GET", self._path(backup_uuid(backup_or_uuid)))
-        return self._client._converter.backup(data, what)
+        path = self._path(backup_uuid(backup_or_uuid))
+        return await self._call("GET", path, self._client._converter.backup)
 
     async def create(
         self,
@@ -101,8 +121,9 @@ class BackupsResource:
             raise InvalidArgumentError(f"is_locked must be a bool, not {is_locked!r}")
         if is_locked:
             body["is_locked"] = True
+        parse = self._client._converter.backup
         try:
-            data, what = await self._call("POST", self._path(), json=body, has_body=True)
+            return await self._call("POST", self._path(), parse, json=body, has_body=True)
         except TooManyBackupsError:
             if not rotate:
                 raise
@@ -111,8 +132,7 @@ class BackupsResource:
                 raise
             logger.info("server %s at its backup limit: deleting %s", self.server, oldest.uuid)
             await self.delete(oldest.uuid)
-            data, what = await self._call("POST", self._path(), json=body, has_body=True)
-        return self._client._converter.backup(data, what)
+            return await self._call("POST", self._path(), parse, json=body, has_body=True)
 
     async def _oldest_rotatable(self) -> Backup | None:
         candidates = [
@@ -190,8 +210,8 @@ class BackupsResource:
 
     async def download_url(self, backup_or_uuid: Backup | str) -> str:
         """A signed link to the archive: short-lived and, on Wings, single-use."""
-        data, what = await self._call("GET", self._path(backup_uuid(backup_or_uuid), "download"))
-        return self._client._converter.signed_url(data, what)
+        path = self._path(backup_uuid(backup_or_uuid), "download")
+        return await self._call("GET", path, self._client._converter.signed_url)
 
     async def download(
         self,
@@ -227,7 +247,7 @@ class BackupsResource:
 
     async def delete(self, backup_or_uuid: Backup | str) -> None:
         """Delete the backup for good (``BackupLockedError`` if it is locked)."""
-        await self._client._transport.request("DELETE", self._path(backup_uuid(backup_or_uuid)))
+        await self._call_without_answer("DELETE", self._path(backup_uuid(backup_or_uuid)))
 
     async def restore(self, backup_or_uuid: Backup | str, truncate: bool = False) -> None:
         """Restore the server from the backup; ``truncate=True`` deletes its files first."""
@@ -236,7 +256,7 @@ class BackupsResource:
         uuid = backup_uuid(backup_or_uuid)
         # The real panels require truncate (422 without it); the reference page defaults it to
         # true, which would delete files the caller did not ask to delete. Always send it.
-        await self._client._transport.request(
+        await self._call_without_answer(
             "POST", self._path(uuid, "restore"), json={"truncate": truncate}
         )
 
@@ -248,9 +268,7 @@ class BackupsResource:
         )
         if response.status == 204 or not response.body.strip():
             return await self.get(uuid)
-        what = f"{response.method} {response.url}"
-        data = self._client._converter.decode(response.body, what)
-        return self._client._converter.backup(data, what)
+        return self._parse(response, self._client._converter.backup)
 
     async def _set_lock(self, backup_or_uuid: Backup | str, locked: bool) -> Backup:
         uuid = backup_uuid(backup_or_uuid)
@@ -281,7 +299,9 @@ class BackupsResource:
         uuid = backup_uuid(backup_or_uuid)
         body = {"name": check_name(name)}
         try:
-            data, what = await self._call("PUT", self._path(uuid, "rename"), json=body)
+            return await self._call(
+                "PUT", self._path(uuid, "rename"), self._client._converter.backup, json=body
+            )
         except NotFoundError as exc:
             # Pterodactyl has no rename route and answers 404, as it does for a missing
             # backup: tell the two apart by looking the backup up.
@@ -296,4 +316,3 @@ class BackupsResource:
                     "this panel cannot rename backups (405 Method Not Allowed)"
                 ) from exc
             raise
-        return self._client._converter.backup(data, what)

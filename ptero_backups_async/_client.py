@@ -14,7 +14,7 @@ import anyio
 from ._backups import BackupsResource, backup_uuid
 from ._converter import WireConverter
 from ._download import ProgressCallback
-from ._errors import DownloadError, InvalidArgumentError, PteroError
+from ._errors import DownloadError, InvalidArgumentError, PteroError, ResponseValidationError
 from ._models import Backup, DownloadOutcome, Page, RateLimit, Server
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
 from ._retry import RetryPolicy
@@ -136,7 +136,10 @@ class PteroClient:
         params = {"page": check_page(page), "per_page": clamp_per_page(per_page)}
         response = await self._transport.request("GET", "", params=params)
         what = f"{response.method} {response.url}"
-        return self._converter.server_page(self._converter.decode(response.body, what), what)
+        try:
+            return self._converter.server_page(self._converter.decode(response.body, what), what)
+        except ResponseValidationError as exc:
+            raise self._transport.scrub(exc) from exc.__cause__
 
     def servers(self) -> AsyncIterator[Server]:
         """Every server this key can see, fetched page by page as you iterate."""

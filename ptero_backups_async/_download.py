@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import anyio
+import anyio.abc
 
 from ._errors import (
     BackupFailedError,
@@ -54,6 +55,8 @@ BATCH = 4 * 1024 * 1024
 PROGRESS_INTERVAL = 0.1
 #: Bytes read at once when hashing an existing file.
 HASH_BLOCK = 4 * 1024 * 1024
+#: The longest file name most filesystems take, in bytes.
+NAME_MAX = 255
 #: The longest pause a link host's Retry-After can impose between attempts.
 MAX_LINK_RETRY_AFTER = 30.0
 
@@ -81,18 +84,23 @@ class _Sink:
         self.algorithm = algorithm
         self.digest = _new_hash(algorithm)
         self.size = 0
+        self.fd: int | None = None
+
+    def open(self) -> None:
         # A stale .part (from a crash) goes; a symlink planted there is removed, not followed.
         try:
-            os.unlink(path)
+            os.unlink(self.path)
         except FileNotFoundError:
             pass
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        self.fd: int | None = os.open(path, flags, 0o644)
+        self.fd = os.open(self.path, flags, 0o644)
 
-    def absorb(self, chunks: list[bytes]) -> None:
-        assert self.fd is not None
+    def hash(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
             self.digest.update(chunk)
+
+    def write(self, chunks: list[bytes]) -> None:
+        assert self.fd is not None
         total = sum(map(len, chunks))
         written = os.writev(self.fd, chunks)
         if written < total:  # rare on regular files, but allowed
@@ -207,10 +215,24 @@ def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
     raw = os.fspath(dest)
     if not isinstance(raw, str) or not raw or "\x00" in raw:
         raise InvalidArgumentError(f"invalid destination {raw!r}")
+    try:
+        encoded = os.fsencode(raw)
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            f"destination {raw!r} cannot be encoded for this filesystem"
+        ) from None
+    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise InvalidArgumentError(f"destination {raw[:60]!r}… has a name over {NAME_MAX} bytes")
     path = pathlib.Path(raw).expanduser()
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        raise InvalidArgumentError(f"destination {raw!r} is not usable: {exc}") from exc
+    if is_dir:
         # The name comes from the validated UUID, never from a header or the backup's name.
         return path / f"{uuid}.tar.gz"
+    if len(path.name.encode()) + len(".part") > NAME_MAX:
+        raise InvalidArgumentError(f"destination file name {path.name[:60]!r}… is too long")
     return path
 
 
@@ -255,8 +277,9 @@ class _Download:
         return error
 
     async def run(self) -> DownloadResult:
-        sink = await self._thread(_Sink, self.part, self.algorithm)
+        sink = _Sink(self.part, self.algorithm)
         try:
+            await self._thread(sink.open)
             while True:
                 if len(self.history) >= self.max_attempts:
                     raise self._fail(f"gave up after {self.max_attempts} attempts")
@@ -264,8 +287,12 @@ class _Download:
                     await self._attempt(sink)
                 except _AttemptFailed as exc:
                     self.history.append(str(exc))
+                    # Log text, not the exception: its traceback holds the stream's buffers.
                     logger.info(
-                        "backup %s: attempt %d failed: %s", self.backup.uuid, len(self.history), exc
+                        "backup %s: attempt %d failed: %s",
+                        self.backup.uuid,
+                        len(self.history),
+                        self.history[-1],
                     )
                     if len(self.history) < self.max_attempts:
                         await anyio.sleep(_retry_delay(len(self.history), exc.retry_after))
@@ -331,6 +358,9 @@ class _Download:
             async with session.get(url, headers=headers, timeout=timeout) as resp:
                 offset = await self._check_response(resp, sink, offset)
                 await self._stream(resp, sink)
+        except aiohttp.ClientSSLError as exc:
+            # A certificate that fails now fails on every fresh link too.
+            raise self._fail(f"TLS with the link host failed: {exc}", exc) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _AttemptFailed(_describe(exc, sink.size, self.total)) from exc
         if self.total is not None and sink.size != self.total:
@@ -373,20 +403,27 @@ class _Download:
             raise _AttemptFailed(f"the link host announced {announced} bytes, the panel {expected}")
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: _Sink) -> None:
-        send, receive = anyio.create_memory_object_stream[list[bytes]](1)
+        # Two workers, each on its own thread: one hashes, one writes. The stream then runs at
+        # the slower of the two rather than at their sum, while the loop reads ahead.
+        hash_send, hash_receive = anyio.create_memory_object_stream[list[bytes]](1)
+        write_send, write_receive = anyio.create_memory_object_stream[list[bytes]](1)
 
-        async def write() -> None:
+        async def work(
+            receive: anyio.abc.ObjectReceiveStream[list[bytes]],
+            step: Callable[[list[bytes]], None],
+        ) -> None:
             async with receive:
                 async for batch in receive:
-                    await self._thread(sink.absorb, batch)
+                    await self._thread(step, batch)
 
         content = resp.content
         advance = self.progress.advance
         broken: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(write)
-                async with send:
+                tg.start_soon(work, hash_receive, sink.hash)
+                tg.start_soon(work, write_receive, sink.write)
+                async with hash_send, write_send:
                     batch: list[bytes] = []
                     size = 0
                     try:
@@ -395,12 +432,14 @@ class _Download:
                             size += len(data)
                             advance(len(data))
                             if size >= BATCH:
-                                await send.send(batch)
+                                await hash_send.send(batch)
+                                await write_send.send(batch)
                                 batch, size = [], 0
                     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                         broken = exc  # keep what arrived: the next attempt may resume after it
                     if batch:
-                        await send.send(batch)
+                        await hash_send.send(batch)
+                        await write_send.send(batch)
         except BaseExceptionGroup as group:
             first = _first_error(group)
             raise first from first.__cause__

@@ -68,7 +68,8 @@ class RetryPolicy:
         """
         if retry_after is not None:
             return max(0.0, retry_after)
-        step = min(self.backoff_max, self.backoff_base * (2.0**retries_done))
+        # The exponent is capped: past 64 doublings the step is the maximum anyway.
+        step = min(self.backoff_max, self.backoff_base * 2.0 ** min(retries_done, 64))
         return step / 2 + rand() * step / 2
 
     def retry_after_too_long(self, retry_after: float | None) -> bool:

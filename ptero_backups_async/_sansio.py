@@ -56,6 +56,8 @@ _SHORT_ID = re.compile(r"[0-9a-fA-F]{8}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _SNIPPET = 120
+# Bidirectional overrides and zero-width characters: printable, yet they hide what a URL says.
+_BIDI = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def mask_key(key: str) -> str:
@@ -102,7 +104,18 @@ def normalize_panel_url(url: object) -> str:
     """The panel's base URL without a trailing slash; its path prefix is kept."""
     if not isinstance(url, str):
         raise InvalidArgumentError(f"panel_url must be a string, not {type(url).__name__}")
-    parts = urllib.parse.urlsplit(url.strip())
+    url = url.strip()
+    # urlsplit silently drops CR, LF and TAB; refuse them (and anything else unprintable or
+    # blank) instead of guessing what was meant.
+    if not url.isprintable() or any(c.isspace() for c in url) or _BIDI.search(url):
+        raise InvalidArgumentError(
+            f"invalid panel_url {_snippet(url)}: whitespace or control characters"
+        )
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise InvalidArgumentError(f"invalid panel_url {_snippet(url)}: bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgumentError(
             f"invalid panel_url {_snippet(url)}: expected http(s)://host[:port][/prefix]"

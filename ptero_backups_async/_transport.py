@@ -7,10 +7,11 @@ import logging
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
+import attrs
 from attrs import frozen
 from multidict import CIMultiDict
 
@@ -23,7 +24,7 @@ from ._errors import (
 )
 from ._models import RateLimit
 from ._retry import Failure, RetryPolicy
-from ._sansio import api_headers, join_url, mask_key, parse_error, parse_rate_limit
+from ._sansio import api_headers, join_url, mask_key, parse_error, parse_rate_limit, redact
 
 __all__ = ["MAX_BODY", "Response", "Transport", "map_client_error"]
 
@@ -33,6 +34,7 @@ logger = logging.getLogger("ptero_backups_async")
 MAX_BODY = 16 * 1024 * 1024
 
 SSLOption = ssl_module.SSLContext | bool
+E = TypeVar("E", bound=PteroError)
 
 # aiohttp and timeout exceptions → the SDK's, and whether the panel may have seen the request.
 # Order matters: the first matching row wins.
@@ -69,6 +71,16 @@ class Response:
     url: str
 
 
+def _redact_any(value: Any, key: str) -> Any:
+    if isinstance(value, str):
+        return redact(value, key)
+    if isinstance(value, dict):
+        return {k: _redact_any(v, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_any(v, key) for v in value]
+    return value
+
+
 class Transport:
     """Owns the aiohttp session for API calls; every request to the panel goes through here."""
 
@@ -87,7 +99,6 @@ class Transport:
     ) -> None:
         self.base_url = base_url
         self._api_key = api_key
-        self._secret = api_key.encode()
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -133,6 +144,22 @@ class Transport:
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+
+    def scrub(self, error: E) -> E:
+        """``error`` with the API key masked wherever the panel's answer may have echoed it."""
+        key = self._api_key
+        error.message = redact(error.message, key)
+        error.args = (error.message,)
+        if isinstance(error, APIStatusError):
+            error.detail = error.detail and redact(error.detail, key)
+            error.errors = tuple(
+                attrs.evolve(
+                    d, detail=d.detail and redact(d.detail, key), meta=_redact_any(d.meta, key)
+                )
+                for d in error.errors
+            )
+            error.headers = {name: redact(value, key) for name, value in error.headers.items()}
+        return error
 
     def url(self, path: str) -> str:
         """The absolute URL of a client API path, keeping the panel's path prefix."""
@@ -180,16 +207,14 @@ class Transport:
                 return Response(status, resp_headers, body, method, shown)
             if 300 <= status < 400:
                 location = resp_headers.get("Location", "nowhere")
-                raise ResponseValidationError(
-                    f"{what}: the panel answered {status}, a redirect to {location!r}, not its "
-                    "API (a wrong panel URL or path prefix, or a proxy in the way?)"
+                raise self.scrub(
+                    ResponseValidationError(
+                        f"{what}: the panel answered {status}, a redirect to {location!r}, not its "
+                        "API (a wrong panel URL or path prefix, or a proxy in the way?)"
+                    )
                 )
-            status_error = parse_error(
-                status,
-                resp_headers,
-                body.replace(self._secret, self.masked_key.encode()),
-                method=method,
-                url=shown,
+            status_error = self.scrub(
+                parse_error(status, resp_headers, body, method=method, url=shown)
             )
             retry_after = getattr(status_error, "retry_after", None)
             if status == 429 and retry_after is not None:

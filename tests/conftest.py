@@ -40,7 +40,9 @@ def _no_key_in_any_log_line() -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         sdk.setLevel(old_level)
-    assert handler.lines, "the SDK logged nothing at DEBUG: the guard would prove nothing"
+    if ISSUED_KEYS:
+        # Clients talked to panels: with the SDK at DEBUG, there must be lines to look at.
+        assert handler.lines, "the SDK logged nothing at DEBUG: the guard would prove nothing"
     leaks = [line for line in handler.lines for key in ISSUED_KEYS if key in line]
     assert not leaks, f"{len(leaks)} log lines contain a whole API key, e.g. {leaks[0][:200]!r}"
 

@@ -271,14 +271,6 @@ def test_hostile_panel_urls_are_refused(url: str) -> None:
     assert_refused(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: _sansio.normalize_panel_url accepts control characters, spaces and "
-        "bidi overrides in the URL, silently deletes CR/LF/TAB (urlsplit strips them, "
-        "changing the host) and never checks the port"
-    ),
-)
 @pytest.mark.parametrize(
     "url",
     [
@@ -313,14 +305,6 @@ async def test_a_nul_byte_in_dest_is_refused_before_any_request(
     assert list(tmp_path.iterdir()) == []
 
 
-BUG_DEST = (
-    "SDK bug: _download._destination / download_backup let OSError (ENAMETOOLONG) and "
-    "UnicodeEncodeError (lone surrogates) escape raw instead of an InvalidArgumentError "
-    "before any request"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_DEST)
 @pytest.mark.parametrize(
     "make_dest",
     [

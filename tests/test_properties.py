@@ -397,13 +397,6 @@ def test_the_budget_and_the_post_rule_hold_for_any_policy(
         assert decided is (status in (429, 500, 502, 503, 504))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: RetryPolicy.delay computes backoff_base * 2.0**retries_done before capping "
-        "it, which raises OverflowError from retry 1024 on (max_retries is unbounded)"
-    ),
-)
 @given(retries=st.integers(1024, 10**6))
 def test_backoff_never_overflows(retries: int) -> None:
     policy = RetryPolicy(max_retries=10**6)

@@ -229,13 +229,6 @@ async def test_errors_whose_body_echoes_the_key_show_it_masked(
         assert "…" in str(info.value), "the echoed key should show masked"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: Transport.request redacts the key in the raw body bytes only; a JSON body "
-        "that spells it with \\u escapes is decoded by parse_error into the message unmasked"
-    ),
-)
 async def test_a_unicode_escaped_echo_of_the_key_is_masked_too(panel: FakePanel) -> None:
     r"""JSON may spell any character as \uXXXX (Laravel escapes "/" as "\/"): same text."""
     key = panel.api_key
@@ -261,16 +254,7 @@ ATTRS: dict[str, Any] = {
     "is_locked": False,
 }
 
-BUG_RVE_QUOTES_THE_KEY = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: ResponseValidationError messages quote the panel's 2xx body (decode), its "
-        "object kind (_check_object) and a redirect's Location unredacted"
-    ),
-)
 
-
-@BUG_RVE_QUOTES_THE_KEY
 @pytest.mark.parametrize(
     "fault",
     [
@@ -427,13 +411,6 @@ async def test_ssl_option_trusts_a_private_ca_for_api_and_links(
     assert "authorization" not in host.seen_headers[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: _Download._attempt treats a link host's certificate error as a transient "
-        "failure and asks for a fresh link and handshakes again up to max_attempts times"
-    ),
-)
 async def test_an_untrusted_link_host_fails_at_once(
     panel: FakePanel, tls_link_host: tuple[str, LinkHost], archive: bytes, tmp_path: pathlib.Path
 ) -> None:

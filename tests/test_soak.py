@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import logging
 import os
 import pathlib
 import random
@@ -81,21 +80,6 @@ def fault_script(rng: random.Random, size: int) -> tuple[list[DownloadFault], st
         else:
             faults.append(DownloadFault.expired())
     return faults, "ok"
-
-
-class _StringArgs(logging.Filter):
-    """Log exception arguments as text, before pytest's capture keeps the records.
-
-    pytest holds every LogRecord of a test; the SDK logs failed download attempts with the
-    exception object as an argument, whose traceback pins that attempt's buffers (see
-    tests/faults/test_resources.py, an xfail for this SDK bug). Without this filter RSS
-    grows by ~5 MiB per round here; with it, the soak measures the SDK itself.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(str(a) if isinstance(a, BaseException) else a for a in record.args)
-        return True
 
 
 class Figures:
@@ -230,18 +214,12 @@ async def test_download_soak(tmp_path: pathlib.Path) -> None:
 
     rounds = max(1, -(-DOWNLOADS // PER_ROUND))
     rss_after_first = rss_start
-    sdk_logger = logging.getLogger("ptero_backups_async")
-    stringify = _StringArgs()
-    sdk_logger.addFilter(stringify)
-    try:
-        for index in range(rounds):
-            count = min(PER_ROUND, DOWNLOADS - figures.downloads)
-            storage = ("wings", "s3")[index % 2]
-            await soak_round(rng, storage, count, blobs, digests, dest, figures)
-            if index == 0:
-                rss_after_first = rss_kib()
-    finally:
-        sdk_logger.removeFilter(stringify)
+    for index in range(rounds):
+        count = min(PER_ROUND, DOWNLOADS - figures.downloads)
+        storage = ("wings", "s3")[index % 2]
+        await soak_round(rng, storage, count, blobs, digests, dest, figures)
+        if index == 0:
+            rss_after_first = rss_kib()
     duration = time.monotonic() - started
 
     assert await settle(lambda: established_connections() <= conns_before, within=5)

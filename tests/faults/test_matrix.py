@@ -126,11 +126,6 @@ class Expect(NamedTuple):
     bug: str | None = None
 
 
-BUG_NON_API_2XX_ACCEPTED = (
-    "SDK bug: delete()/restore() ignore the body of a 2xx answer, so an HTML login page or "
-    "foreign JSON answered with 200 is reported as success (contract: 2xx that is not the "
-    "API → ResponseValidationError)"
-)
 BUG_DELETE_RETRY_404 = (
     "SDK bug: a DELETE whose 204 was lost after the panel executed it is sent again (aiohttp "
     "resends idempotent requests once) and the resend's 404 surfaces as NotFoundError, "
@@ -226,8 +221,8 @@ FAULTS = [
         Expect(RVE, 1),
         Expect(RVE, 1),
         {
-            "delete": Expect(RVE, 1, BUG_NON_API_2XX_ACCEPTED),
-            "restore": Expect(RVE, 1, BUG_NON_API_2XX_ACCEPTED),
+            "delete": Expect(RVE, 1),
+            "restore": Expect(RVE, 1),
         },
         inject=_inject(kind="html", status=200),
     ),
@@ -273,8 +268,8 @@ FAULTS = [
         Expect(RVE, 1),
         Expect(RVE, 1),
         {
-            "delete": Expect(RVE, 1, BUG_NON_API_2XX_ACCEPTED),
-            "restore": Expect(RVE, 1, BUG_NON_API_2XX_ACCEPTED),
+            "delete": Expect(RVE, 1),
+            "restore": Expect(RVE, 1),
         },
         inject=_inject(kind="json", status=200, json_body=WRONG_SHAPE),
     ),

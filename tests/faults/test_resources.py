@@ -49,14 +49,6 @@ def _pinned_bytes(frame: types.FrameType) -> int:
     return total
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: _Download.run logs a failed attempt with the _AttemptFailed object as a "
-        "log argument; its __cause__'s traceback keeps _stream's frame (the last batch of "
-        "body chunks, the response) alive for as long as a handler keeps the record"
-    ),
-)
 async def test_failed_attempt_log_records_pin_no_buffers(
     panel: FakePanel, tmp_path: pathlib.Path
 ) -> None:
