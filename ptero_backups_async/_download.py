@@ -16,7 +16,6 @@ import os
 import pathlib
 import re
 import sys
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -153,7 +152,12 @@ def _fsync_dir(directory: pathlib.Path) -> None:
 
 
 class _Progress:
-    """Rate-limited progress reports; the final one always goes out."""
+    """Rate-limited progress reports; the final one always goes out.
+
+    ``advance`` only counts (it runs per chunk); a ticker calls ``flush`` every
+    ``PROGRESS_INTERVAL`` while a body streams, so a bar also moves up to the last byte
+    before a stall.
+    """
 
     def __init__(
         self, callback: ProgressCallback | None, server: str, uuid: str, total: int | None
@@ -163,15 +167,14 @@ class _Progress:
         self.uuid = uuid
         self.total = total
         self.done = 0
-        self._last = 0.0
+        self._reported: int | None = None
 
     def advance(self, n: int) -> None:
         self.done += n
-        if self.callback is not None:
-            now = time.monotonic()
-            if now - self._last >= PROGRESS_INTERVAL:
-                self._last = now
-                self._report()
+
+    def flush(self) -> None:
+        if self.callback is not None and self.done != self._reported:
+            self._report()
 
     def reset(self, done: int) -> None:
         self.done = done
@@ -184,6 +187,7 @@ class _Progress:
 
     def _report(self) -> None:
         assert self.callback is not None
+        self._reported = self.done
         self.callback(DownloadProgress(self.server, self.uuid, self.done, self.total))
 
 
@@ -416,6 +420,14 @@ class _Download:
                 async for batch in receive:
                     await self._thread(step, batch)
 
+        ticking = anyio.CancelScope()
+
+        async def tick() -> None:
+            with ticking:
+                while True:
+                    self.progress.flush()
+                    await anyio.sleep(PROGRESS_INTERVAL)
+
         content = resp.content
         advance = self.progress.advance
         broken: BaseException | None = None
@@ -423,23 +435,28 @@ class _Download:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(work, hash_receive, sink.hash)
                 tg.start_soon(work, write_receive, sink.write)
+                if self.progress.callback is not None:
+                    tg.start_soon(tick)
                 async with hash_send, write_send:
-                    batch: list[bytes] = []
-                    size = 0
                     try:
-                        while data := await content.readany():
-                            batch.append(data)
-                            size += len(data)
-                            advance(len(data))
-                            if size >= BATCH:
-                                await hash_send.send(batch)
-                                await write_send.send(batch)
-                                batch, size = [], 0
-                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                        broken = exc  # keep what arrived: the next attempt may resume after it
-                    if batch:
-                        await hash_send.send(batch)
-                        await write_send.send(batch)
+                        batch: list[bytes] = []
+                        size = 0
+                        try:
+                            while data := await content.readany():
+                                batch.append(data)
+                                size += len(data)
+                                advance(len(data))
+                                if size >= BATCH:
+                                    await hash_send.send(batch)
+                                    await write_send.send(batch)
+                                    batch, size = [], 0
+                        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                            broken = exc  # keep what arrived: the next attempt may resume after it
+                        if batch:
+                            await hash_send.send(batch)
+                            await write_send.send(batch)
+                    finally:
+                        ticking.cancel()
         except BaseExceptionGroup as group:
             first = _first_error(group)
             raise first from first.__cause__

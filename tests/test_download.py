@@ -434,3 +434,19 @@ async def test_callers_session_headers_and_cookies_never_reach_the_link_host(
     assert "authorization" not in link.headers
     # The caller's session did carry them to the panel: the separation is what matters.
     assert any("x-bot-token" in r.headers for r in panel.api_requests())
+
+
+async def test_progress_reaches_the_last_byte_before_a_stall(
+    storage_panel: FakePanel, sclient: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    server = storage_panel.add_server()
+    backup = storage_panel.add_backup(server, content=CONTENT)
+    storage_panel.script_download(backup, DownloadFault.stall(500_000, 1.0))
+    seen: list[DownloadProgress] = []
+    await sclient.backups(server.identifier).download(
+        backup.uuid, tmp_path, progress=seen.append, read_timeout=5
+    )
+    # A progress bar shows where the transfer stopped while it waits, not an older figure.
+    assert 500_000 in [p.bytes_done for p in seen]
+    assert seen[-1].bytes_done == len(CONTENT)
+    assert len(seen) < 40, "progress is rate-limited"
