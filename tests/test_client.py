@@ -509,3 +509,44 @@ async def test_max_concurrency_caps_requests_in_flight(panel: FakePanel) -> None
         elapsed = time.monotonic() - started
     # Six 0.3 s requests, two at a time: three rounds.
     assert elapsed >= 0.85
+
+
+async def test_prune_keeps_the_newest_successful_and_every_locked(
+    panel: FakePanel, client: PteroClient
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    server = panel.add_server(backup_limit=20)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    made = [panel.add_backup(server, created_at=start + timedelta(days=i)) for i in range(5)]
+    oldest_locked = panel.add_backup(server, locked=True, created_at=start - timedelta(days=9))
+    failed = panel.add_backup(server, state="failed", created_at=start + timedelta(days=10))
+    creating = panel.add_backup(server, state="creating", created_at=start + timedelta(days=11))
+    backups = client.backups(server.identifier)
+    panel.clear_requests()
+    planned = await backups.prune(keep=2, dry_run=True)
+    assert [b.uuid for b in planned] == [made[0].uuid, made[1].uuid, made[2].uuid, failed.uuid]
+    assert not [r for r in panel.api_requests() if r.method == "DELETE"]
+    deleted = await backups.prune(keep=2)
+    assert [b.uuid for b in deleted] == [b.uuid for b in planned]
+    left = {b.uuid async for b in backups.list()}
+    assert left == {made[3].uuid, made[4].uuid, oldest_locked.uuid, creating.uuid}
+
+
+async def test_create_with_rotate_deletes_the_oldest_unlocked_successful(
+    panel: FakePanel, client: PteroClient
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    server = panel.add_server(backup_limit=3)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    locked = panel.add_backup(server, locked=True, created_at=start)
+    oldest = panel.add_backup(server, created_at=start + timedelta(days=1))
+    newer = panel.add_backup(server, created_at=start + timedelta(days=2))
+    backups = client.backups(server.identifier)
+    with pytest.raises(TooManyBackupsError):
+        await backups.create(name="no room")
+    created = await backups.create(name="rotated in", rotate=True)
+    left = {b.uuid async for b in backups.list()}
+    assert left == {locked.uuid, newer.uuid, created.uuid}
+    assert oldest.uuid not in left
