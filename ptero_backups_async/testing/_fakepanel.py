@@ -161,6 +161,17 @@ def _response(
     return web.Response(status=status, body=body, headers=hdrs)
 
 
+def _throttle(times: list[float], spec: tuple[int, float], now: float, detail: str) -> None:
+    """The panels' per-server throttles: ``limit`` actions per ``period``, else 429."""
+    limit, period = spec
+    times[:] = [t for t in times if now - t < period]
+    if len(times) >= limit:
+        retry = max(1, math.ceil(times[-limit] + period - now))
+        raise ApiError(
+            429, "TooManyRequestsHttpException", detail, headers={"Retry-After": str(retry)}
+        )
+
+
 class FakePanel:
     """A fake Pterodactyl/Pelican panel plus download-link host, on loopback, for tests.
 
@@ -943,17 +954,12 @@ class FakePanel:
         now = time.monotonic()
         if self.create_throttle is not None:
             limit, period = self.create_throttle
-            recent = [t for t in server._create_times if now - t < period]
-            server._create_times[:] = recent
-            if len(recent) >= limit:
-                retry = max(1, math.ceil(recent[-limit] + period - now))
-                raise ApiError(
-                    429,
-                    "TooManyRequestsHttpException",
-                    f"Only {limit} backups may be generated within a {period:g} second span "
-                    "of time.",
-                    headers={"Retry-After": str(retry)},
-                )
+            _throttle(
+                server._create_times,
+                self.create_throttle,
+                now,
+                f"Only {limit} backups may be generated within a {period:g} second span of time.",
+            )
         live = [b for b in server.backups if b.state != "failed"]
         if server.backup_limit <= 0 or len(live) >= server.backup_limit:
             raise ApiError(
@@ -1047,17 +1053,12 @@ class FakePanel:
             )
         now = time.monotonic()
         if self.restore_throttle is not None:
-            limit, period = self.restore_throttle
-            recent = [t for t in server._restore_times if now - t < period]
-            server._restore_times[:] = recent
-            if len(recent) >= limit:
-                retry = max(1, math.ceil(recent[-limit] + period - now))
-                raise ApiError(
-                    429,
-                    "TooManyRequestsHttpException",
-                    "Too many restore attempts, please try again later.",
-                    headers={"Retry-After": str(retry)},
-                )
+            _throttle(
+                server._restore_times,
+                self.restore_throttle,
+                now,
+                "Too many restore attempts, please try again later.",
+            )
         server._restore_times.append(now)
         server.restores.append((backup.uuid, truncate))
         server.set_status("restoring_backup", self.restore_duration)
