@@ -26,6 +26,8 @@ __all__ = ["PteroClient"]
 #: aiohttp's read buffer for link bodies: big, so each read hands over more bytes.
 LINK_READ_BUFFER = 1024 * 1024
 
+PathLike = str | os.PathLike[str]
+
 logger = logging.getLogger("ptero_backups_async")
 
 
@@ -147,7 +149,7 @@ class PteroClient:
 
     async def download_many(
         self,
-        targets: Iterable[tuple[str, Backup | str]],
+        targets: Iterable[tuple[str, Backup | str] | tuple[str, Backup | str, PathLike]],
         dest_dir: str | os.PathLike[str],
         *,
         concurrency: int = 4,
@@ -159,30 +161,32 @@ class PteroClient:
     ) -> list[DownloadOutcome]:
         """Download many backups into ``dest_dir/<uuid>.tar.gz``, ``concurrency`` at a time.
 
+        A target may carry its own destination as a third item (a file path, or an existing
+        directory), so that one call with one concurrency limit can fill several folders.
         Each link is resolved only when its download starts. One failure never cancels the
         others: every target gets a ``DownloadOutcome``, in the order of ``targets``.
         Cancelling the call cancels every download (and leaves no ``.part`` behind).
         """
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be an integer ≥ 1: {concurrency!r}")
-        pairs = [(self.backups(server), backup_uuid(backup), backup) for server, backup in targets]
         directory = pathlib.Path(os.fspath(dest_dir))
+        plan = [self._plan_target(target, directory) for target in targets]
         try:
             await anyio.to_thread.run_sync(lambda: directory.mkdir(parents=True, exist_ok=True))
         except OSError as exc:
             raise DownloadError(f"cannot create {directory}: {exc}") from exc
-        outcomes: list[DownloadOutcome | None] = [None] * len(pairs)
+        outcomes: list[DownloadOutcome | None] = [None] * len(plan)
         limiter = anyio.CapacityLimiter(concurrency)
 
         async def one(
-            index: int, resource: BackupsResource, uuid: str, backup: Backup | str
+            index: int, resource: BackupsResource, uuid: str, backup: Backup | str, dest: PathLike
         ) -> None:
             error: PteroError
             async with limiter:
                 try:
                     result = await resource.download(
                         backup,
-                        directory / f"{uuid}.tar.gz",
+                        dest,
                         verify=verify,
                         overwrite=overwrite,
                         progress=progress,
@@ -200,6 +204,18 @@ class PteroClient:
             outcomes[index] = DownloadOutcome(resource.server, uuid, error=error)
 
         async with anyio.create_task_group() as tg:
-            for index, (resource, uuid, backup) in enumerate(pairs):
-                tg.start_soon(one, index, resource, uuid, backup)
+            for index, (resource, uuid, backup, dest) in enumerate(plan):
+                tg.start_soon(one, index, resource, uuid, backup, dest)
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def _plan_target(
+        self, target: object, directory: pathlib.Path
+    ) -> tuple[BackupsResource, str, Backup | str, PathLike]:
+        if not isinstance(target, tuple) or len(target) not in (2, 3):
+            raise InvalidArgumentError(
+                f"a download target is (server, backup) or (server, backup, dest), not {target!r}"
+            )
+        server, backup = target[0], target[1]
+        uuid = backup_uuid(backup)
+        dest = target[2] if len(target) == 3 else directory / f"{uuid}.tar.gz"
+        return self.backups(server), uuid, backup, dest

@@ -20,6 +20,7 @@ from ptero_backups_async import (
     DestinationExistsError,
     DownloadError,
     DownloadProgress,
+    InvalidArgumentError,
     NotFoundError,
     PteroClient,
 )
@@ -450,3 +451,23 @@ async def test_progress_reaches_the_last_byte_before_a_stall(
     assert 500_000 in [p.bytes_done for p in seen]
     assert seen[-1].bytes_done == len(CONTENT)
     assert len(seen) < 40, "progress is rate-limited"
+
+
+async def test_download_many_with_a_destination_per_target(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    first, second = panel.add_server(name="a"), panel.add_server(name="b")
+    one = panel.add_backup(first, content=b"1" * 1000)
+    two = panel.add_backup(second, content=b"2" * 1000)
+    outcomes = await client.download_many(
+        [
+            (first.identifier, one.uuid, tmp_path / "a" / "one.tar.gz"),
+            (second.identifier, two.uuid),
+        ],
+        tmp_path / "rest",
+    )
+    assert [o.ok for o in outcomes] == [True, True]
+    assert (tmp_path / "a" / "one.tar.gz").read_bytes() == b"1" * 1000
+    assert (tmp_path / "rest" / f"{two.uuid}.tar.gz").read_bytes() == b"2" * 1000
+    with pytest.raises(InvalidArgumentError):
+        await client.download_many([(first.identifier,)], tmp_path)  # type: ignore[list-item]

@@ -47,13 +47,12 @@ async def transfer(
     concurrency: int,
     overwrite: bool,
     verify: bool = True,
-    label_server: bool = False,
 ) -> list[DownloadOutcome]:
     """Download ``targets`` of one server into ``dest`` with ``download_many``, showing bars."""
     for target in targets:
         uuid = target.uuid if isinstance(target, Backup) else target
         size = target.bytes if isinstance(target, Backup) else None
-        view.expect(uuid, label_for(target, server if label_server else None), size)
+        view.expect(uuid, label_for(target), size)
     outcomes = await client.download_many(
         [(server, target) for target in targets],
         dest,
@@ -176,17 +175,23 @@ async def sync_servers(
         report.servers.append(ServerSync(server, dest / server, completed))
         for backup in completed:
             view.expect(backup.uuid, label_for(backup, server), backup.bytes)
+    # One call for every server, so that the concurrency limit spans them all.
+    targets = [
+        (entry.server, backup, entry.directory / f"{backup.uuid}.tar.gz")
+        for entry in report.servers
+        for backup in entry.backups
+    ]
+    outcomes = await client.download_many(
+        targets,
+        dest,
+        concurrency=concurrency,
+        overwrite=True,  # a damaged local copy is replaced by a verified one
+        progress=view.update,
+    )
+    view.settle(outcomes)
+    remaining = iter(outcomes)
     for entry in report.servers:
-        entry.outcomes = await transfer(
-            client,
-            view,
-            entry.server,
-            entry.backups,
-            entry.directory,
-            concurrency=concurrency,
-            overwrite=True,  # a damaged local copy is replaced by a verified one
-            label_server=True,
-        )
+        entry.outcomes = [next(remaining) for _ in entry.backups]
         await anyio.to_thread.run_sync(write_json_atomic, entry.manifest, entry.manifest_doc())
     report.seconds = time.monotonic() - started
     return report
