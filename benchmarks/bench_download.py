@@ -30,7 +30,7 @@ FILESERVER = HERE / "_fileserver.py"
 MIB = 1024 * 1024
 GEN_BLOCK = 4 * MIB  # small: workers inherit our peak RSS as their ru_maxrss floor
 
-# Targets from the brief; a ratio is "ours / other", so lower is better.
+# The project's speed and memory targets; a ratio is "ours / other", so lower is better.
 TARGET_VS_CURL = 1.25
 TARGET_VS_PLAIN = 0.5
 TARGET_BULK_VS_CURL = 1.2
