@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._download import ProgressCallback, download_backup
+from ._download import DEFAULT_MIN_RATE, ProgressCallback, download_backup
 from ._errors import (
     APIStatusError,
     BackupFailedError,
@@ -91,7 +91,11 @@ class BackupsResource:
     def list(self, *, per_page: int = MAX_PER_PAGE) -> AsyncIterator[Backup]:
         """Every backup of the server, fetched page by page as you iterate."""
         per_page = clamp_per_page(per_page)
-        return iterate_pages(lambda page: self.list_page(page, per_page), lambda b: b.uuid)
+        return iterate_pages(
+            lambda page: self.list_page(page, per_page),
+            lambda b: b.uuid,
+            what=f"the backups of server {self.server}",
+        )
 
     async def get(self, backup_or_uuid: Backup | str) -> Backup:
         """The backup as the panel sees it now."""
@@ -134,9 +138,21 @@ class BackupsResource:
             await self.delete(oldest.uuid)
             return await self._call("POST", self._path(), parse, json=body, has_body=True)
 
+    async def _usable(self) -> builtins.list[Backup]:
+        """Every listed backup whose UUID the SDK can act on; the others are logged."""
+        usable = []
+        async for backup in self.list():
+            try:
+                check_backup_uuid(backup.uuid)
+            except InvalidArgumentError as exc:
+                logger.warning("server %s: listing holds an unusable entry: %s", self.server, exc)
+                continue
+            usable.append(backup)
+        return usable
+
     async def _oldest_rotatable(self) -> Backup | None:
         candidates = [
-            b async for b in self.list() if b.state is BackupState.COMPLETED and not b.is_locked
+            b for b in await self._usable() if b.state is BackupState.COMPLETED and not b.is_locked
         ]
         return min(candidates, key=lambda b: b.created_at, default=None)
 
@@ -144,12 +160,13 @@ class BackupsResource:
         """Retention: keep the ``keep`` newest unlocked successful backups, delete the rest.
 
         Locked backups are never touched (and do not count towards ``keep``); failed ones are
-        deleted; ones still being created are left alone. Returns what was deleted (or, with
-        ``dry_run=True``, what would be), oldest first.
+        deleted; ones still being created are left alone; an entry whose UUID is not a UUID is
+        logged and left alone. Returns what was deleted (or, with ``dry_run=True``, what would
+        be), oldest first.
         """
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise InvalidArgumentError(f"keep must be an integer ≥ 0, not {keep!r}")
-        backups = [b async for b in self.list()]
+        backups = await self._usable()
         successful = sorted(
             (b for b in backups if b.state is BackupState.COMPLETED and not b.is_locked),
             key=lambda b: b.created_at,
@@ -223,15 +240,23 @@ class BackupsResource:
         progress: ProgressCallback | None = None,
         read_timeout: float = 60.0,
         max_attempts: int = 5,
+        min_rate: float | None = DEFAULT_MIN_RATE,
     ) -> DownloadResult:
-        """Download the archive to ``dest`` (a directory → ``<dest>/<uuid>.tar.gz``), verified.
+        """Download the archive to ``dest``, verified.
+
+        ``dest`` is an existing directory or a path ending in a separator (``"out/"``, created)
+        → ``<dest>/<uuid>.tar.gz``; anything else is the file path itself.
 
         Streams into ``<final>.part`` while hashing with the algorithm the backup announces,
         fsyncs and renames atomically: nothing ever sits at the final path unless it verified.
-        Dropped connections, stalls longer than ``read_timeout`` and dead links are retried
-        with a fresh link (resuming with ``Range`` where the link host supports it), up to
-        ``max_attempts`` GETs in all. An existing file that already matches is not fetched
-        again (``skipped=True``); one that does not raises ``DestinationExistsError`` unless
+        Two downloads to one final path (in one process or in several) never interleave: the
+        second waits for the first, then finds the verified file (``skipped=True``).
+        Dropped connections, stalls longer than ``read_timeout``, bodies slower than
+        ``min_rate`` bytes/s over ``read_timeout`` seconds (``None`` disables the check),
+        bodies longer than the backup's size and dead links are retried with a fresh link
+        (resuming with ``Range`` where the link host supports it), up to ``max_attempts``
+        GETs in all. An existing file that already matches is not fetched again
+        (``skipped=True``); one that does not raises ``DestinationExistsError`` unless
         ``overwrite=True``.
         """
         return await download_backup(
@@ -243,6 +268,7 @@ class BackupsResource:
             progress=progress,
             read_timeout=read_timeout,
             max_attempts=max_attempts,
+            min_rate=min_rate,
         )
 
     async def delete(self, backup_or_uuid: Backup | str) -> None:

@@ -13,7 +13,7 @@ import anyio
 
 from ._backups import BackupsResource, backup_uuid
 from ._converter import WireConverter
-from ._download import ProgressCallback
+from ._download import DEFAULT_MIN_RATE, ProgressCallback
 from ._errors import DownloadError, InvalidArgumentError, PteroError, ResponseValidationError
 from ._models import Backup, DownloadOutcome, Page, RateLimit, Server
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
@@ -145,7 +145,7 @@ class PteroClient:
 
     def servers(self) -> AsyncIterator[Server]:
         """Every server this key can see, fetched page by page as you iterate."""
-        return iterate_pages(self.servers_page, lambda s: s.uuid)
+        return iterate_pages(self.servers_page, lambda s: s.uuid, what="the servers")
 
     async def download_many(
         self,
@@ -158,11 +158,14 @@ class PteroClient:
         progress: ProgressCallback | None = None,
         read_timeout: float = 60.0,
         max_attempts: int = 5,
+        min_rate: float | None = DEFAULT_MIN_RATE,
     ) -> list[DownloadOutcome]:
         """Download many backups into ``dest_dir/<uuid>.tar.gz``, ``concurrency`` at a time.
 
-        A target may carry its own destination as a third item (a file path, or an existing
-        directory), so that one call with one concurrency limit can fill several folders.
+        A target may carry its own destination as a third item, read as ``download`` reads
+        ``dest`` (a directory, or a path ending in a separator, receives ``<uuid>.tar.gz``), so
+        that one call with one concurrency limit can fill several folders. Two targets with one
+        final path never interleave: the second finds the first's verified file.
         Each link is resolved only when its download starts. One failure never cancels the
         others: every target gets a ``DownloadOutcome``, in the order of ``targets``.
         Cancelling the call cancels every download (and leaves no ``.part`` behind).
@@ -192,6 +195,7 @@ class PteroClient:
                         progress=progress,
                         read_timeout=read_timeout,
                         max_attempts=max_attempts,
+                        min_rate=min_rate,
                     )
                 except PteroError as exc:
                     error = exc

@@ -27,6 +27,9 @@ __all__ = ["WireConverter"]
 
 T = TypeVar("T")
 
+#: How many of cattrs' problems a ``ResponseValidationError`` names.
+_PROBLEMS_SHOWN = 10
+
 
 @define
 class _BackupAttributes:
@@ -174,8 +177,7 @@ class WireConverter:
         try:
             return self.cattrs.structure(data, cls)
         except cattrs.BaseValidationError as exc:
-            problems = "; ".join(cattrs.transform_error(exc, path="$"))
-            raise ResponseValidationError(f"{what}: {problems}") from exc
+            raise ResponseValidationError(f"{what}: {_problems_text(exc)}") from exc
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise ResponseValidationError(f"{what}: {exc}") from exc
 
@@ -186,7 +188,13 @@ class WireConverter:
             raise ResponseValidationError(f"{what}: the panel sent an empty body")
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        except RecursionError as exc:
+            # json.loads recurses once per level: a deep enough document exhausts the stack.
+            start = body[:80].decode("utf-8", "replace")
+            raise ResponseValidationError(
+                f"{what}: the panel sent JSON nested too deeply to read: {start!r}"
+            ) from exc
+        except (ValueError, UnicodeDecodeError) as exc:
             start = body[:80].decode("utf-8", "replace")
             raise ResponseValidationError(
                 f"{what}: the panel sent something that is not JSON: {start!r}"
@@ -261,6 +269,14 @@ class WireConverter:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ResponseValidationError(f"{what}: not an absolute http(s) URL @ $.attributes.url")
         return url
+
+
+def _problems_text(exc: cattrs.BaseValidationError) -> str:
+    """cattrs' problems, the first few of them, and how many more there were."""
+    problems = cattrs.transform_error(exc, path="$")
+    text = "; ".join(problems[:_PROBLEMS_SHOWN])
+    more = len(problems) - _PROBLEMS_SHOWN
+    return text + (f"; … ({more:,} more problems)" if more > 0 else "")
 
 
 def _structure_float(value: Any, _: Any) -> float:

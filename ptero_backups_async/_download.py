@@ -1,10 +1,14 @@
 """The streaming downloader: signed link → ``.part`` + hash → verify → fsync → atomic rename.
 
-Each attempt asks the panel for a fresh link (Wings links are single-use and short-lived),
-streams the body with no panel header and no decompression, and hands batches of at least
-``BATCH`` bytes to a worker thread that hashes and writes them while the event loop reads the
-next batch. A failed attempt resumes with ``Range`` where the link host has shown it honours
-ranges, and restarts from zero (with a fresh hash) where it answers 200.
+One download per final path at a time, across tasks and processes (``_filelock``): the
+second waits, then finds the verified file. Each attempt asks the panel for a fresh link
+(Wings links are single-use and short-lived), streams the body with no panel header and no
+decompression, and hands batches of at least ``BATCH`` bytes to two worker threads, one
+hashing and one writing, while the event loop reads the next batch. A body that runs past the
+announced size, or that arrives slower than ``min_rate``, fails the attempt. A failed attempt
+resumes with ``Range`` where the link host has shown it honours ranges, and restarts from
+zero (with a fresh hash) where it answers 200. Before the rename, the ``.part`` at the path
+must still be the file that was written and hashed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import logging
 import os
 import pathlib
 import re
+import stat
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,6 +30,7 @@ import anyio
 import anyio.abc
 
 from ._errors import (
+    MAX_HISTORY_ENTRY,
     BackupFailedError,
     BackupNotCompletedError,
     ChecksumMismatchError,
@@ -31,7 +38,9 @@ from ._errors import (
     DownloadError,
     InvalidArgumentError,
     PteroError,
+    bound_text,
 )
+from ._filelock import LOCK_SUFFIX, PathLock
 from ._models import Backup, BackupState, Checksum, DownloadProgress, DownloadResult
 from ._sansio import parse_retry_after
 
@@ -41,7 +50,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - depends on the interpreter
 if TYPE_CHECKING:
     from ._backups import BackupsResource
 
-__all__ = ["BATCH", "ProgressCallback", "download_backup", "hash_file"]
+__all__ = ["BATCH", "DEFAULT_MIN_RATE", "ProgressCallback", "download_backup", "hash_file"]
 
 logger = logging.getLogger("ptero_backups_async")
 
@@ -58,8 +67,12 @@ HASH_BLOCK = 4 * 1024 * 1024
 NAME_MAX = 255
 #: The longest pause a link host's Retry-After can impose between attempts.
 MAX_LINK_RETRY_AFTER = 30.0
+#: ``min_rate`` by default: an attempt averaging less than 1 KiB/s over ``read_timeout``
+#: seconds is given up (a trickle that never stalls would otherwise take hours).
+DEFAULT_MIN_RATE = 1024.0
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_URL_QUERY = re.compile(r"(\w+://[^\s'\"?]*)\?[^\s'\"]*")
 
 
 def _new_hash(algorithm: str) -> hashlib._Hash:
@@ -84,15 +97,27 @@ class _Sink:
         self.digest = _new_hash(algorithm)
         self.size = 0
         self.fd: int | None = None
+        self.identity: tuple[int, int] | None = None
 
     def open(self) -> None:
-        # A stale .part (from a crash) goes; a symlink planted there is removed, not followed.
+        # The caller holds the path's lock, so a .part already there belongs to no running
+        # download: a stale one (from a crash) goes; a symlink there is removed, not followed.
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         self.fd = os.open(self.path, flags, 0o644)
+        info = os.fstat(self.fd)
+        self.identity = (info.st_dev, info.st_ino)
+
+    def _still_there(self) -> bool:
+        """Whether the file at ``path`` is still the one this sink opened."""
+        try:
+            info = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (info.st_dev, info.st_ino) == self.identity
 
     def hash(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
@@ -121,21 +146,33 @@ class _Sink:
     def finish(self, final: pathlib.Path) -> None:
         assert self.fd is not None
         os.fsync(self.fd)
+        if not self._still_there():
+            # Something that ignores the lock replaced or removed the .part: what sits at the
+            # path now is not what was hashed, and must not become the final file.
+            raise _PartReplaced(self.path)
         os.close(self.fd)
         self.fd = None
         os.replace(self.path, final)
         _fsync_dir(final.parent)
 
     def discard(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            finally:
-                self.fd = None
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            if self.identity is not None and self._still_there():
+                os.unlink(self.path)  # only our own file: never another writer's
+        finally:
+            if self.fd is not None:
+                try:
+                    os.close(self.fd)
+                finally:
+                    self.fd = None
+
+
+class _PartReplaced(Exception):
+    """The ``.part`` at the path is no longer the file the download wrote."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        super().__init__(path)
+        self.path = path
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -215,7 +252,17 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0]
 
 
+def _names_a_directory(raw: str) -> bool:
+    """Whether a destination string ends in a separator (``"backups/"``): a directory."""
+    return raw.endswith(os.sep) or (os.altsep is not None and raw.endswith(os.altsep))
+
+
 def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
+    """The final path for ``dest`` (blocking: it looks at the filesystem).
+
+    An existing directory, or a path ending in a separator (created later), receives
+    ``<uuid>.tar.gz``; anything else is the file path itself.
+    """
     raw = os.fspath(dest)
     if not isinstance(raw, str) or not raw or "\x00" in raw:
         raise InvalidArgumentError(f"invalid destination {raw!r}")
@@ -229,13 +276,13 @@ def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
         raise InvalidArgumentError(f"destination {raw[:60]!r}… has a name over {NAME_MAX} bytes")
     path = pathlib.Path(raw).expanduser()
     try:
-        is_dir = path.is_dir()
+        is_dir = _names_a_directory(raw) or path.is_dir()
     except OSError as exc:
         raise InvalidArgumentError(f"destination {raw!r} is not usable: {exc}") from exc
     if is_dir:
         # The name comes from the validated UUID, never from a header or the backup's name.
         return path / f"{uuid}.tar.gz"
-    if len(path.name.encode()) + len(".part") > NAME_MAX:
+    if len(path.name.encode()) + max(len(".part"), len(LOCK_SUFFIX)) > NAME_MAX:
         raise InvalidArgumentError(f"destination file name {path.name[:60]!r}… is too long")
     return path
 
@@ -253,6 +300,7 @@ class _Download:
         progress: ProgressCallback | None,
         read_timeout: float,
         max_attempts: int,
+        min_rate: float | None,
     ) -> None:
         self.resource = resource
         self.backup = backup
@@ -264,6 +312,7 @@ class _Download:
         self.total: int | None = backup.bytes or None
         self.read_timeout = read_timeout
         self.max_attempts = max_attempts
+        self.min_rate = min_rate
         self.progress = _Progress(progress, resource.server, backup.uuid, self.total)
         self.history: list[str] = []
         self.ranges = False  # the link host has shown it honours Range
@@ -286,11 +335,14 @@ class _Download:
             await self._thread(sink.open)
             while True:
                 if len(self.history) >= self.max_attempts:
-                    raise self._fail(f"gave up after {self.max_attempts} attempts")
+                    raise self._fail(
+                        f"gave up after {self.max_attempts} attempts; the last: {self.history[-1]}"
+                    )
                 try:
                     await self._attempt(sink)
                 except _AttemptFailed as exc:
-                    self.history.append(str(exc))
+                    # Bounded where it is made: the log line below repeats it on every attempt.
+                    self.history.append(bound_text(str(exc), MAX_HISTORY_ENTRY))
                     # Log text, not the exception: its traceback holds the stream's buffers.
                     logger.info(
                         "backup %s: attempt %d failed: %s",
@@ -318,7 +370,14 @@ class _Download:
                     await self._restart(sink)
                     continue
                 self.history.append("ok")
-                await self._thread(sink.finish, self.final)
+                try:
+                    await self._thread(sink.finish, self.final)
+                except _PartReplaced as exc:
+                    raise self._fail(
+                        f"{exc.path} was replaced or removed by another program during the "
+                        "download; the file there is not the one that was verified, so nothing "
+                        "was renamed"
+                    ) from None
                 self.progress.final()
                 return DownloadResult(
                     path=self.final,
@@ -366,7 +425,8 @@ class _Download:
             # A certificate that fails now fails on every fresh link too.
             raise self._fail(f"TLS with the link host failed: {exc}", exc) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _AttemptFailed(_describe(exc, sink.size, self.total)) from exc
+            text = _describe(exc, sink.size, self.total)
+            raise _AttemptFailed(_without_link_secret(text, url)) from exc
         if self.total is not None and sink.size != self.total:
             raise _AttemptFailed(f"the body ended after {sink.size} of {self.total} bytes")
 
@@ -397,7 +457,7 @@ class _Download:
             return offset
         self.ranges = self.ranges and resp.status != 416
         raise _AttemptFailed(
-            f"the link host answered {resp.status} {resp.reason or ''}".strip(),
+            f"the link host answered {resp.status} {_visible(resp.reason or '')}".strip(),
             parse_retry_after(resp.headers.get("Retry-After")),
         )
 
@@ -430,6 +490,9 @@ class _Download:
 
         content = resp.content
         advance = self.progress.advance
+        # The announced size is a ceiling: bytes past it are never written.
+        room = None if self.total is None else self.total - sink.size
+        pace = _Pace(self.min_rate, self.read_timeout)
         broken: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -441,8 +504,17 @@ class _Download:
                     try:
                         batch: list[bytes] = []
                         size = 0
+                        received = 0
                         try:
                             while data := await content.readany():
+                                received += len(data)
+                                if room is not None and received > room:
+                                    self.ranges = False  # the whole body is suspect: restart
+                                    raise _AttemptFailed(
+                                        f"the link host sent more than the {self.total} bytes "
+                                        "announced; the body was cut off there"
+                                    )
+                                pace.check(received)
                                 batch.append(data)
                                 size += len(data)
                                 advance(len(data))
@@ -464,6 +536,51 @@ class _Download:
             raise broken
 
 
+class _Pace:
+    """``min_rate`` over windows of ``window`` seconds: a trickle fails the attempt."""
+
+    def __init__(self, min_rate: float | None, window: float) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self.since = time.monotonic()
+        self.at = 0
+
+    def check(self, received: int) -> None:
+        """Called as bytes arrive, with the count so far in this attempt."""
+        if self.min_rate is None:
+            return
+        now = time.monotonic()
+        elapsed = now - self.since
+        if elapsed < self.window:
+            return
+        rate = (received - self.at) / elapsed
+        if rate < self.min_rate:
+            raise _AttemptFailed(
+                f"the link host sent {received - self.at} bytes in {elapsed:.1f} s "
+                f"({rate:.0f} B/s), below min_rate={self.min_rate:g} B/s"
+            )
+        self.since, self.at = now, received
+
+
+def _visible(text: str, limit: int = 200) -> str:
+    """Text from the link host, short and with control characters escaped (``\\x1b``)."""
+    text = bound_text(text, limit)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _without_link_secret(text: str, url: str) -> str:
+    """``text`` with the query (token, signature) of the link, or of any URL, cut to ``?…``.
+
+    aiohttp names the URL in some errors; a link is a bearer credential until it expires.
+    """
+    _, _, query = url.partition("?")
+    if query:
+        text = text.replace(query, "…")
+    return _URL_QUERY.sub(r"\1?…", text)
+
+
 def _describe(exc: BaseException, received: int, total: int | None) -> str:
     where = f"after {received}{f' of {total}' if total else ''} bytes"
     if isinstance(exc, asyncio.TimeoutError):
@@ -471,6 +588,56 @@ def _describe(exc: BaseException, received: int, total: int | None) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return f"the connection broke {where} ({exc})"
     return f"{type(exc).__name__} {where}: {exc}"
+
+
+def _check_min_rate(min_rate: float | None) -> float | None:
+    if min_rate is None:
+        return None
+    if isinstance(min_rate, bool) or not isinstance(min_rate, (int, float)):
+        raise InvalidArgumentError(f"min_rate must be a number of bytes/s or None: {min_rate!r}")
+    if not 0 < min_rate < float("inf"):
+        raise InvalidArgumentError(f"min_rate must be > 0 (None disables it): {min_rate!r}")
+    return float(min_rate)
+
+
+def _existing(
+    final: pathlib.Path, uuid: str, checksum: Checksum | None, overwrite: bool
+) -> DownloadResult | None:
+    """What is at the final path: a verified copy (returned), nothing, or in the way.
+
+    Blocking (it may hash a large file): call it from a thread. A verified file can be read
+    without the lock, since it only ever appears there by an atomic rename.
+    """
+    try:
+        os.stat(final, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    try:
+        info: os.stat_result | None = os.stat(final)  # a symlink to a verified copy counts
+    except FileNotFoundError:
+        info = None  # a dangling symlink
+    if checksum is not None and info is not None and stat.S_ISREG(info.st_mode):
+        existing = hash_file(final, checksum.algorithm)
+        if existing == checksum:
+            return DownloadResult(
+                path=final,
+                bytes=info.st_size,
+                checksum=existing,
+                verified=True,
+                attempts=0,
+                skipped=True,
+            )
+    if not overwrite:
+        raise DestinationExistsError(
+            f"{final} exists and does not match backup {uuid}; pass overwrite=True to replace it"
+        )
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise DownloadError(f"{final} is a directory; cannot replace it with a file")
+    return None
+
+
+def _prepare(final: pathlib.Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
 
 
 async def download_backup(
@@ -483,6 +650,7 @@ async def download_backup(
     progress: ProgressCallback | None = None,
     read_timeout: float = 60.0,
     max_attempts: int = 5,
+    min_rate: float | None = DEFAULT_MIN_RATE,
 ) -> DownloadResult:
     """Download a completed backup to ``dest``, verified and atomically; see ``download``."""
     from ._backups import backup_uuid
@@ -492,7 +660,8 @@ async def download_backup(
         raise InvalidArgumentError(f"max_attempts must be an integer ≥ 1: {max_attempts!r}")
     if not read_timeout > 0:
         raise InvalidArgumentError(f"read_timeout must be > 0: {read_timeout!r}")
-    final = _destination(dest, uuid)
+    min_rate = _check_min_rate(min_rate)
+    final = await anyio.to_thread.run_sync(_destination, dest, uuid)
     backup = backup_or_uuid if isinstance(backup_or_uuid, Backup) else None
     if backup is None or backup.state is not BackupState.COMPLETED:
         backup = await resource.get(uuid)
@@ -516,39 +685,36 @@ async def download_backup(
             )
             + "; pass verify=False to download it unchecked"
         )
+    lock = PathLock(final)
     try:
-        await anyio.to_thread.run_sync(lambda: final.parent.mkdir(parents=True, exist_ok=True))
-        if final.exists() or final.is_symlink():
-            if backup.checksum is not None and final.is_file():
-                existing = await anyio.to_thread.run_sync(
-                    hash_file, final, backup.checksum.algorithm
-                )
-                if existing == backup.checksum:
-                    return DownloadResult(
-                        path=final,
-                        bytes=final.stat().st_size,
-                        checksum=existing,
-                        verified=True,
-                        attempts=0,
-                        skipped=True,
-                    )
-            if not overwrite:
-                raise DestinationExistsError(
-                    f"{final} exists and does not match backup {uuid}; pass overwrite=True "
-                    "to replace it"
-                )
-            if final.is_dir():
-                raise DownloadError(f"{final} is a directory; cannot replace it with a file")
-    except OSError as exc:
-        if isinstance(exc, PteroError):
-            raise
-        raise DownloadError(f"cannot prepare {final}: {exc}") from exc
-    return await _Download(
-        resource,
-        backup,
-        final,
-        verify=verify,
-        progress=progress,
-        read_timeout=read_timeout,
-        max_attempts=max_attempts,
-    ).run()
+        try:
+            await anyio.to_thread.run_sync(_prepare, final)
+            existing = await anyio.to_thread.run_sync(
+                _existing, final, uuid, backup.checksum, overwrite
+            )
+            if existing is not None:
+                return existing
+            # One download per final path: another one (here or in another process) may be
+            # writing it; wait for it, then look again.
+            await lock.acquire()
+            existing = await anyio.to_thread.run_sync(
+                _existing, final, uuid, backup.checksum, overwrite
+            )
+            if existing is not None:
+                return existing
+        except OSError as exc:
+            if isinstance(exc, PteroError):
+                raise
+            raise DownloadError(f"cannot prepare {final}: {exc}") from exc
+        return await _Download(
+            resource,
+            backup,
+            final,
+            verify=verify,
+            progress=progress,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
+            min_rate=min_rate,
+        ).run()
+    finally:
+        lock.release()

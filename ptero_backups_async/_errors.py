@@ -28,6 +28,10 @@
     └── DownloadError                      .attempts, .history
         └── ChecksumMismatchError          .expected, .actual
 
+Every message is bounded (``MAX_MESSAGE`` characters): whatever a panel or link host sends, an
+error never carries more than a few KB of text, and says how much it left out. The full data
+stays on the exception's attributes (``.errors``, ``.history``).
+
 A 400 whose ``code`` is ``BackupNotCompletedException`` or ``BackupFailedException`` is raised
 as a class that is both a ``BadRequestError`` and the matching ``BackupStateError``.
 Library internals (aiohttp, JSON, cattrs) never escape raw: they are the ``__cause__``.
@@ -67,16 +71,57 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedOperationError",
     "WaitTimeoutError",
+    "bound_text",
     "status_error_class",
 ]
+
+#: The longest message an error carries, in characters.
+MAX_MESSAGE = 4096
+#: The longest a ``DownloadError`` attempt's description may be, in characters.
+MAX_HISTORY_ENTRY = 512
+#: How many attempts a ``DownloadError`` message lists: the first, and the last few.
+HISTORY_SHOWN_FIRST = 1
+HISTORY_SHOWN_LAST = 4
+#: How much of a ``DownloadError`` message comes before its attempts.
+_DOWNLOAD_HEAD = 1024
+
+
+def bound_text(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters; else its start and end, and what was cut.
+
+    The end is kept as well as the start because messages end with what was asked (method and
+    URL). The result never exceeds ``limit`` characters.
+    """
+    if len(text) <= limit:
+        return text
+    longest = f" … [{len(text):,} characters cut] … "
+    if limit <= len(longest):
+        return text[:limit]
+    keep = limit - len(longest)
+    head = keep - keep // 3
+    tail = keep - head
+    marker = f" … [{len(text) - keep:,} characters cut] … "
+    return text[:head] + marker + (text[-tail:] if tail else "")
 
 
 class PteroError(Exception):
     """Base class of every error the SDK raises."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
+        super().__init__()
         self.message = message
+
+    @property
+    def message(self) -> str:
+        """What went wrong, in at most ``MAX_MESSAGE`` characters."""
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        # Every message goes through here, at construction and on any later rewrite (the
+        # transport masks the key in place): no subclass can carry an unbounded text.
+        self._message = bound_text(str(value), MAX_MESSAGE)
+        self.args = (self._message,)
 
     def __str__(self) -> str:
         return self.message
@@ -203,11 +248,30 @@ class DownloadError(PteroError):
     """A download could not be completed; ``history`` says what happened on each attempt."""
 
     def __init__(self, message: str, *, attempts: int = 0, history: tuple[str, ...] = ()) -> None:
+        history = tuple(bound_text(str(entry), MAX_HISTORY_ENTRY) for entry in history)
         if history:
-            message += "\n" + "\n".join(f"  attempt {i}: {h}" for i, h in enumerate(history, 1))
+            message = bound_text(message, _DOWNLOAD_HEAD) + "\n" + _history_text(history)
         super().__init__(message)
         self.attempts = attempts
+        #: What happened on each attempt, in order (each at most ``MAX_HISTORY_ENTRY`` long).
         self.history = history
+
+
+def _history_text(history: tuple[str, ...]) -> str:
+    """The attempts of a download as indented lines: the first ones, the last ones, and how
+    many were left out in between."""
+    lines = [f"  attempt {i}: {entry}" for i, entry in enumerate(history, 1)]
+    if len(lines) <= HISTORY_SHOWN_FIRST + HISTORY_SHOWN_LAST + 1:
+        return "\n".join(lines)
+    left_out = len(lines) - HISTORY_SHOWN_FIRST - HISTORY_SHOWN_LAST
+    first, last = HISTORY_SHOWN_FIRST + 1, len(lines) - HISTORY_SHOWN_LAST
+    return "\n".join(
+        [
+            *lines[:HISTORY_SHOWN_FIRST],
+            f"  … attempts {first}-{last} not shown ({left_out:,} more attempts)",
+            *lines[-HISTORY_SHOWN_LAST:],
+        ]
+    )
 
 
 class ChecksumMismatchError(DownloadError):

@@ -18,13 +18,16 @@ from ._errors import (
     APIStatusError,
     InvalidArgumentError,
     RateLimitError,
+    bound_text,
     status_error_class,
 )
 from ._models import Checksum, ErrorDetail, RateLimit
 
 __all__ = [
     "DIGEST_SIZES",
+    "MAX_JSON_DEPTH",
     "api_headers",
+    "bound_text",
     "check_api_key",
     "check_backup_uuid",
     "check_name",
@@ -40,6 +43,7 @@ __all__ = [
     "parse_rate_limit",
     "parse_retry_after",
     "redact",
+    "redact_json",
 ]
 
 #: Hex digits of each digest the SDK can verify.
@@ -56,6 +60,13 @@ _SHORT_ID = re.compile(r"[0-9a-fA-F]{8}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _SNIPPET = 120
+#: How much of an error body's ``meta`` (and of any JSON the SDK keeps from an error) is kept:
+#: deeper containers are replaced by ``_TOO_DEEP``. Real panels nest two levels.
+MAX_JSON_DEPTH = 32
+_TOO_DEEP = f"… (nested deeper than {MAX_JSON_DEPTH} levels; cut)"
+#: How many of the panel's ``errors`` an error message quotes, and how much of each.
+_DETAILS_SHOWN = 5
+_DETAIL_LIMIT = 400
 # Bidirectional overrides and zero-width characters: printable, yet they hide what a URL says.
 _BIDI = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
@@ -76,6 +87,38 @@ def redact(text: str, secret: str) -> str:
     if secret and secret in text:
         return text.replace(secret, mask_key(secret))
     return text
+
+
+def redact_json(value: Any, secret: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A copy of parsed JSON with ``secret`` masked in every string (keys too), and every
+    container nested deeper than ``max_depth`` replaced by a marker.
+
+    Iterative: a panel can nest its JSON as deep as the parser allows, and a recursive walk
+    would hit Python's recursion limit long before that.
+    """
+    holder: list[Any] = [None]
+    # (value to copy, container receiving the copy, index or key in it, depth of the value)
+    stack: list[tuple[Any, Any, Any, int]] = [(value, holder, 0, 1)]
+    while stack:
+        item, target, slot, depth = stack.pop()
+        if isinstance(item, (dict, list)) and depth > max_depth:
+            target[slot] = _TOO_DEEP
+        elif isinstance(item, dict):
+            copy: dict[Any, Any] = {}
+            for key, child in item.items():
+                new_key = redact(key, secret) if isinstance(key, str) else key
+                copy[new_key] = None  # the slot, in the original order
+                stack.append((child, copy, new_key, depth + 1))
+            target[slot] = copy
+        elif isinstance(item, list):
+            items: list[Any] = [None] * len(item)
+            stack.extend((child, items, i, depth + 1) for i, child in enumerate(item))
+            target[slot] = items
+        elif isinstance(item, str):
+            target[slot] = redact(item, secret)
+        else:
+            target[slot] = item
+    return holder[0]
 
 
 def _snippet(value: object) -> str:
@@ -240,12 +283,18 @@ def _as_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_error_details(body: bytes) -> tuple[ErrorDetail, ...]:
-    """The ``errors`` list of a panel error body; empty when the body is not that JSON."""
+def _load_json(body: bytes) -> tuple[Any, str | None]:
+    """The parsed body, or None and why it could not be parsed."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return ()
+        return json.loads(body), None
+    except RecursionError:
+        # json.loads recurses once per level: a deep enough document exhausts the stack.
+        return None, "JSON nested too deeply to read"
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+
+
+def _error_details(data: Any, secret: str) -> tuple[ErrorDetail, ...]:
     if not isinstance(data, dict) or not isinstance(data.get("errors"), list):
         return ()
     details = []
@@ -253,15 +302,27 @@ def parse_error_details(body: bytes) -> tuple[ErrorDetail, ...]:
         if not isinstance(entry, dict):
             continue
         meta = entry.get("meta")
+        code = _as_str(entry.get("code"))
+        detail = _as_str(entry.get("detail"))
         details.append(
             ErrorDetail(
-                code=_as_str(entry.get("code")),
+                code=redact(code, secret) if code is not None else None,
                 status=_as_int(entry.get("status")),
-                detail=_as_str(entry.get("detail")),
-                meta=meta if isinstance(meta, dict) else None,
+                detail=redact(detail, secret) if detail is not None else None,
+                meta=redact_json(meta, secret) if isinstance(meta, dict) else None,
             )
         )
     return tuple(details)
+
+
+def parse_error_details(body: bytes, *, secret: str = "") -> tuple[ErrorDetail, ...]:
+    """The ``errors`` list of a panel error body; empty when the body is not that JSON.
+
+    Each ``meta`` is copied with containers deeper than ``MAX_JSON_DEPTH`` replaced by a
+    marker, so nothing downstream (repr, JSON output, redaction) meets unbounded nesting;
+    ``secret`` is masked in every string.
+    """
+    return _error_details(_load_json(body)[0], secret)
 
 
 def _detail_text(detail: ErrorDetail) -> str:
@@ -270,12 +331,25 @@ def _detail_text(detail: ErrorDetail) -> str:
     return f"{text} ({field})" if isinstance(field, str) and field not in text else text
 
 
-def _describe_body(headers: Mapping[str, str], body: bytes) -> str:
-    content_type = headers.get("Content-Type", "no Content-Type")
+def _details_text(details: tuple[ErrorDetail, ...]) -> str:
+    """The first few details, each bounded, and how many more the panel sent."""
+    shown = details[:_DETAILS_SHOWN]
+    text = "; ".join(bound_text(_detail_text(d), _DETAIL_LIMIT) for d in shown if d.detail)
+    more = len(details) - len(shown)
+    if more:
+        text += f"{'; ' if text else ''}… ({more:,} more error{'s' if more != 1 else ''})"
+    return text
+
+
+def _describe_body(
+    headers: Mapping[str, str], body: bytes, problem: str | None, secret: str
+) -> str:
+    content_type = redact(headers.get("Content-Type", "no Content-Type"), secret)
+    content_type = bound_text(content_type, _SNIPPET)
     if not body:
         return f"an empty body ({content_type})"
     text = body[:_SNIPPET].decode("utf-8", "replace")
-    return f"a non-API body ({content_type}): {_snippet(text)}"
+    return f"{problem or 'a non-API body'} ({content_type}): {_snippet(text)}"
 
 
 def parse_error(
@@ -285,17 +359,26 @@ def parse_error(
     *,
     method: str = "",
     url: str = "",
+    secret: str = "",
 ) -> APIStatusError:
-    """A non-2xx answer → the matching ``APIStatusError`` (by status, refined by ``code``)."""
-    details = parse_error_details(body)
+    """A non-2xx answer → the matching ``APIStatusError`` (by status, refined by ``code``).
+
+    ``secret`` (the API key) is masked in everything taken from the answer *before* the
+    message is made and bounded, so that a cut can never leave part of it behind.
+    """
+    if secret:
+        body = body.replace(secret.encode(), mask_key(secret).encode())
+    data, problem = _load_json(body)
+    details = _error_details(data, secret)
     first = details[0] if details else None
     code = first.code if first else None
     if first is not None:
-        detail = "; ".join(_detail_text(d) for d in details if d.detail)
+        detail = _details_text(details)
     else:
-        detail = f"the panel sent {_describe_body(headers, body)}"
+        detail = f"the panel sent {_describe_body(headers, body, problem, secret)}"
     cls = status_error_class(status, code)
-    message = f"{status}{' ' + code if code else ''}: {detail or 'no detail'} ({method} {url})"
+    shown_code = f" {bound_text(code, _SNIPPET)}" if code else ""
+    message = f"{status}{shown_code}: {detail or 'no detail'} ({method} {url})"
     kwargs: dict[str, Any] = {
         "status": status,
         "code": code,
@@ -303,7 +386,8 @@ def parse_error(
         "errors": details,
         "method": method,
         "url": url,
-        "headers": headers,
+        # Looked up above in the caller's (case-insensitive) mapping; kept with the key masked.
+        "headers": {name: redact(value, secret) for name, value in headers.items()},
     }
     if issubclass(cls, RateLimitError):
         retry_after = parse_retry_after(headers.get("Retry-After"))

@@ -20,11 +20,21 @@ from ._errors import (
     APIStatusError,
     APITimeoutError,
     PteroError,
+    RateLimitError,
     ResponseValidationError,
 )
 from ._models import RateLimit
 from ._retry import Failure, RetryPolicy
-from ._sansio import api_headers, join_url, mask_key, parse_error, parse_rate_limit, redact
+from ._sansio import (
+    api_headers,
+    bound_text,
+    join_url,
+    mask_key,
+    parse_error,
+    parse_rate_limit,
+    redact,
+    redact_json,
+)
 
 __all__ = ["MAX_BODY", "Response", "Transport", "map_client_error"]
 
@@ -69,16 +79,6 @@ class Response:
     body: bytes
     method: str
     url: str
-
-
-def _redact_any(value: Any, key: str) -> Any:
-    if isinstance(value, str):
-        return redact(value, key)
-    if isinstance(value, dict):
-        return {k: _redact_any(v, key) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_any(v, key) for v in value]
-    return value
 
 
 class Transport:
@@ -148,13 +148,15 @@ class Transport:
     def scrub(self, error: E) -> E:
         """``error`` with the API key masked wherever the panel's answer may have echoed it."""
         key = self._api_key
-        error.message = redact(error.message, key)
-        error.args = (error.message,)
+        error.message = redact(error.message, key)  # the setter bounds it and updates args
         if isinstance(error, APIStatusError):
             error.detail = error.detail and redact(error.detail, key)
             error.errors = tuple(
                 attrs.evolve(
-                    d, detail=d.detail and redact(d.detail, key), meta=_redact_any(d.meta, key)
+                    d,
+                    code=d.code and redact(d.code, key),
+                    detail=d.detail and redact(d.detail, key),
+                    meta=redact_json(d.meta, key),
                 )
                 for d in error.errors
             )
@@ -182,10 +184,12 @@ class Transport:
         headers = api_headers(self._api_key, has_body=has_body)
         retries = 0
         while True:
-            await self._pace()
-            started = self._clock()
             try:
                 async with self._limiter:
+                    # Paced inside the limiter, so that a request that queued for a slot while
+                    # another one met a 429 waits out the same Retry-After.
+                    await self._pace(what, method, shown)
+                    started = self._clock()
                     status, resp_headers, body = await self._send(
                         method, url, params, headers, json if has_body else None
                     )
@@ -206,7 +210,10 @@ class Transport:
             if 200 <= status < 300:
                 return Response(status, resp_headers, body, method, shown)
             if 300 <= status < 400:
-                location = resp_headers.get("Location", "nowhere")
+                # Masked before it is cut to size, so that no cut can leave part of the key.
+                location = bound_text(
+                    redact(resp_headers.get("Location", "nowhere"), self._api_key), 500
+                )
                 raise self.scrub(
                     ResponseValidationError(
                         f"{what}: the panel answered {status}, a redirect to {location!r}, not its "
@@ -214,7 +221,9 @@ class Transport:
                     )
                 )
             status_error = self.scrub(
-                parse_error(status, resp_headers, body, method=method, url=shown)
+                parse_error(
+                    status, resp_headers, body, method=method, url=shown, secret=self._api_key
+                )
             )
             retry_after = getattr(status_error, "retry_after", None)
             if status == 429 and retry_after is not None:
@@ -270,8 +279,19 @@ class Transport:
                 chunks.append(chunk)
             return resp.status, CIMultiDict(resp.headers), b"".join(chunks)
 
-    async def _pace(self) -> None:
+    async def _pace(self, what: str, method: str, url: str) -> None:
         wait = self._not_before - self._clock()
+        if self.policy.retry_after_too_long(wait):
+            # The panel asked for a longer pause than the caller allows: fail now, as the
+            # request that met the 429 did, instead of sleeping past max_retry_after.
+            raise RateLimitError(
+                f"{what}: not sent; the panel's rate limit asked for a pause {wait:.1f} s "
+                f"longer, over max_retry_after={self.policy.max_retry_after:g} s",
+                status=429,
+                retry_after=wait,
+                method=method,
+                url=url,
+            )
         if wait > 0:
             logger.debug("pacing: waiting %.2f s for the panel's rate limit", wait)
             await self._sleep(wait)

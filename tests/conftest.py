@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import pytest
 
 from ptero_backups_async import PteroClient
+from ptero_backups_async._cli import main
 from ptero_backups_async.testing import FakePanel
 
 #: Every API key a FakePanel handed out during the session.
@@ -68,3 +70,16 @@ async def panel() -> AsyncIterator[FakePanel]:
 async def client(panel: FakePanel) -> AsyncIterator[PteroClient]:
     async with PteroClient(panel.url, panel.api_key) as c:
         yield c
+
+
+async def cli(*argv: str) -> int:
+    """Run the CLI in a worker thread (it owns its event loop) and return the exit code."""
+    return await anyio.to_thread.run_sync(main, list(argv))
+
+
+@pytest.fixture
+def env(panel: FakePanel, monkeypatch: pytest.MonkeyPatch) -> FakePanel:
+    """Configure the CLI for the panel through the environment (the key stays off argv)."""
+    monkeypatch.setenv("PTERODACTYL_URL", panel.url)
+    monkeypatch.setenv("PTERODACTYL_API_KEY", panel.api_key)
+    return panel

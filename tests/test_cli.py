@@ -23,24 +23,11 @@ from ptero_backups_async._cli._render import human_age, human_size
 from ptero_backups_async.testing import DownloadFault, FakePanel
 from ptero_backups_async.testing._models import FakeBackup
 
-from .conftest import register_key
+from .conftest import cli, register_key
 
 pytestmark = pytest.mark.anyio
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
-
-
-async def cli(*argv: str) -> int:
-    """Run the CLI in a worker thread (it owns its event loop) and return the exit code."""
-    return await anyio.to_thread.run_sync(main, list(argv))
-
-
-@pytest.fixture
-def env(panel: FakePanel, monkeypatch: pytest.MonkeyPatch) -> FakePanel:
-    """Configure the CLI for the panel through the environment (the key stays off argv)."""
-    monkeypatch.setenv("PTERODACTYL_URL", panel.url)
-    monkeypatch.setenv("PTERODACTYL_API_KEY", panel.api_key)
-    return panel
 
 
 def output(capsys: pytest.CaptureFixture[str]) -> tuple[Any, str]:
@@ -199,9 +186,10 @@ async def test_sync_twice_downloads_nothing_the_second_time(
         for fake in made:
             assert (tmp_path / ident / f"{fake.uuid}.tar.gz").read_bytes() == fake.content
         manifest = json.loads((tmp_path / ident / "manifest.json").read_text())
-        assert [(m["uuid"], m["bytes"], m["checksum"]) for m in manifest] == [
+        assert [(m["uuid"], m["bytes"], m["checksum"]) for m in manifest["backups"]] == [
             (b.uuid, b.size, b.wire_checksum) for b in made
         ]
+        assert manifest["rejected"] == []
         assert list((tmp_path / ident).glob(".*")) == []  # no temporary leftovers
 
     env.clear_requests()

@@ -550,3 +550,24 @@ async def test_create_with_rotate_deletes_the_oldest_unlocked_successful(
     left = {b.uuid async for b in backups.list()}
     assert left == {locked.uuid, newer.uuid, created.uuid}
     assert oldest.uuid not in left
+
+
+async def test_prune_and_rotate_leave_an_unusable_entry_alone(
+    panel: FakePanel, client: PteroClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    server = panel.add_server(backup_limit=3)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    # The panel lists an entry whose "UUID" no request could name; it is older than the rest.
+    panel.add_backup(server, uuid="../../etc/x", created_at=start)
+    made = [panel.add_backup(server, created_at=start + timedelta(days=i + 1)) for i in range(2)]
+    backups = client.backups(server.identifier)
+    deleted = await backups.prune(keep=1)
+    assert [b.uuid for b in deleted] == [made[0].uuid]
+    assert "unusable entry" in caplog.text
+    panel.add_backup(server, created_at=start + timedelta(days=5))
+    created = await backups.create(name="rotated in", rotate=True)
+    left = {b.uuid async for b in backups.list()}
+    assert made[1].uuid not in left
+    assert {"../../etc/x", created.uuid} <= left

@@ -308,9 +308,19 @@ def test_pager_terminates_and_yields_each_key_once(
             if key not in seen:
                 seen.append(key)
     assert yielded == seen  # every key of every fetched page, in first-seen order
+    # Never past the first page's total_pages, whatever later pages claim.
+    assert max(fetched) <= max(1, reported[0])
+    # The walk ends for a reason: an empty page, the page's own total_pages, the first
+    # page's total_pages, or a page that brought no key not seen before.
     last = fetched[-1]
     last_items = pages[last - 1] if last <= len(pages) else ()
-    assert not last_items or last >= reported[min(last, len(reported)) - 1]
+    earlier = {k for n in fetched[:-1] for k in (pages[n - 1] if n <= len(pages) else ())}
+    assert (
+        not last_items
+        or last >= reported[min(last, len(reported)) - 1]
+        or last >= reported[0]
+        or set(last_items) <= earlier
+    )
 
 
 @settings(max_examples=100, deadline=None)

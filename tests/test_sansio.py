@@ -10,6 +10,7 @@ from email.utils import format_datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from ptero_backups_async import (
     APIStatusError,
@@ -19,7 +20,9 @@ from ptero_backups_async import (
     BackupNotCompletedError,
     BadRequestError,
     Checksum,
+    ChecksumMismatchError,
     ConflictError,
+    DownloadError,
     InsufficientStorageError,
     InvalidArgumentError,
     NotFoundError,
@@ -30,7 +33,10 @@ from ptero_backups_async import (
     TooManyBackupsError,
     UnprocessableEntityError,
 )
+from ptero_backups_async._errors import MAX_HISTORY_ENTRY, MAX_MESSAGE
 from ptero_backups_async._sansio import (
+    MAX_JSON_DEPTH,
+    bound_text,
     check_backup_uuid,
     check_server_id,
     encode_ignored,
@@ -41,6 +47,7 @@ from ptero_backups_async._sansio import (
     parse_error,
     parse_rate_limit,
     parse_retry_after,
+    redact_json,
 )
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -244,3 +251,133 @@ def test_encode_ignored() -> None:
         encode_ignored(["a\nb"])
     with pytest.raises(InvalidArgumentError):
         encode_ignored(["a\x00"])
+
+
+# ---------------------------------------------------------------------- bounds
+
+
+@given(st.text(max_size=3000), st.integers(min_value=0, max_value=2000))
+def test_bound_text_never_exceeds_its_limit_and_says_it_cut(text: str, limit: int) -> None:
+    bounded = bound_text(text, limit)
+    assert len(bounded) <= limit
+    if len(text) <= limit:
+        assert bounded == text
+    elif limit >= 64:
+        assert "characters cut] … " in bounded
+        assert bounded.startswith(text[: limit // 2])
+
+
+def test_bound_text_counts_what_it_cut() -> None:
+    text = "a" * 1000 + "b" * 1000
+    bounded = bound_text(text, 100)
+    assert len(bounded) <= 100
+    head, rest = bounded.split(" … [")
+    count, tail = rest.split(" characters cut] … ")
+    assert int(count.replace(",", "")) == len(text) - len(head) - len(tail)
+    assert text.startswith(head)
+    assert text.endswith(tail)
+
+
+def test_a_message_set_later_is_bounded_too() -> None:
+    error = PteroError("short")
+    error.message = "x" * 100_000
+    assert len(str(error)) <= MAX_MESSAGE
+    assert error.args == (str(error),)
+    assert "[" in str(error)
+
+
+def test_download_error_history_is_bounded_entry_by_entry_and_in_count() -> None:
+    history = tuple(f"attempt text {i} " + "h" * 10_000 for i in range(100))
+    error = DownloadError("m" * 10_000, attempts=100, history=history)
+    text = str(error)
+    assert len(text) <= MAX_MESSAGE
+    assert "(95 more attempts)" in text
+    assert "attempt 1: attempt text 0 " in text
+    assert "attempt 100: attempt text 99 " in text
+    assert len(error.history) == 100
+    assert all(len(entry) <= MAX_HISTORY_ENTRY for entry in error.history)
+    assert error.history[7].startswith("attempt text 7 ")
+    few = DownloadError("failed", attempts=2, history=("one", "two"))
+    assert str(few) == "failed\n  attempt 1: one\n  attempt 2: two"
+
+
+def test_checksum_mismatch_error_is_bounded() -> None:
+    sha1 = Checksum(algorithm="sha1", hexdigest="0" * 40)
+    error = ChecksumMismatchError(
+        "x" * 50_000, expected=sha1, actual=sha1, attempts=20, history=("y" * 9000,) * 20
+    )
+    assert len(str(error)) <= MAX_MESSAGE
+    assert "(15 more attempts)" in str(error)
+
+
+def test_ten_thousand_error_entries_make_a_short_message() -> None:
+    errors = [{"code": "V", "status": "422", "detail": f"field {i} is bad"} for i in range(10_000)]
+    error = parse_error(422, {}, json.dumps({"errors": errors}).encode())
+    assert len(str(error)) <= MAX_MESSAGE
+    assert "(9,995 more errors)" in str(error)
+    assert len(error.errors) == 10_000
+
+
+def test_parse_error_masks_the_key_before_it_cuts_wherever_the_cut_falls() -> None:
+    key = "ptlc_" + "0123456789abcdef" * 3
+    for offset in range(1100):
+        detail = "a" * offset + key + "b" * 1000
+        body = json.dumps({"errors": [{"code": "X", "status": "422", "detail": detail}]})
+        error = parse_error(422, {}, body.encode(), secret=key)
+        assert "characters cut]" in str(error)
+        for text in (str(error), str(error.detail), repr(error.errors)):
+            assert "0123456789abcdef" not in text
+            assert "ptlc_0123" not in text
+
+
+def test_parse_error_masks_the_key_in_a_snippet_of_a_body_it_cannot_read() -> None:
+    key = "ptlc_" + "0123456789abcdef" * 3
+    for offset in range(0, 130):
+        body = ("<" * offset + key + ">" * 200).encode()
+        error = parse_error(502, {"Content-Type": "text/html"}, body, secret=key)
+        assert "0123456789abcdef" not in str(error)
+        assert "ptlc_0123" not in str(error)
+
+
+def test_redact_json_walks_any_depth_and_cuts_below_the_bound() -> None:
+    key = "ptlc_" + "k" * 40
+    deep: dict[str, object] = {"leaf": key}
+    for _ in range(100_000):
+        deep = {"a": deep, key: [key, 1, None]}
+    copy = redact_json({"first": key, "nested": deep, "z": 2}, key)
+    assert list(copy) == ["first", "nested", "z"]
+    assert copy["first"] == mask_key(key)
+    text = json.dumps(copy)
+    assert key not in text
+    assert "cut" in text
+    depth, node = 1, copy
+    while isinstance(node, dict) and "a" in node:
+        node, depth = node["a"], depth + 1
+    assert depth <= MAX_JSON_DEPTH
+
+
+def test_a_422_meta_deeper_than_python_can_recurse_is_kept_shallow() -> None:
+    meta = '{"source_field":"name","deep":' + '{"a":' * 900 + "1" + "}" * 900 + "}"
+    body = '{"errors":[{"code":"ValidationException","status":"422","meta":' + meta + "}]}"
+    error = parse_error(422, {}, body.encode())
+    [detail] = error.errors
+    assert detail.meta is not None
+    assert detail.meta["source_field"] == "name"
+    repr(error.errors)
+    json.dumps(detail.meta)
+
+
+def test_json_too_deep_to_parse_is_named_as_such() -> None:
+    error = parse_error(422, {"Content-Type": "application/json"}, b"[" * 200_000)
+    assert isinstance(error, UnprocessableEntityError)
+    assert "nested too deeply" in str(error)
+
+
+def test_parse_error_reads_headers_case_insensitively_while_masking_the_key() -> None:
+    key = "ptlc_" + "0123456789abcdef" * 3
+    headers = CIMultiDict({"retry-after": "12", "x-echo": key, "content-type": "text/plain"})
+    error = parse_error(429, headers, b"", secret=key)
+    assert isinstance(error, RateLimitError)
+    assert error.retry_after == 12.0
+    assert "text/plain" in str(error)
+    assert error.headers["x-echo"] == mask_key(key)

@@ -1,8 +1,10 @@
 """The ``ptero-backups`` command line (needs the ``cli`` extra: ``rich``).
 
-``main(argv)`` parses, runs one command and returns the exit code: 0 ok, 1 the operation failed,
-2 a usage or configuration error, 130 interrupted (Ctrl-C cancels the running task first, so
-downloads remove their ``.part`` files).
+``main(argv)`` parses, runs one command and returns the exit code: 0 ok, 1 the operation failed
+(or an entry of the panel's listing was unusable: reported and skipped), 2 a usage or
+configuration error, 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM), 129 hung up
+(SIGHUP). Each of these signals cancels the running task first, so downloads remove their
+``.part`` files.
 """
 
 from __future__ import annotations

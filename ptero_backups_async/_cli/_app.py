@@ -1,9 +1,15 @@
-"""Running one command: configuration, the event loop, Ctrl-C, errors and exit codes."""
+"""Running one command: configuration, the event loop, signals, errors and exit codes.
+
+SIGINT (Ctrl-C), SIGTERM (a service manager stopping us) and SIGHUP (the terminal went away)
+all cancel the running command, so that downloads remove their ``.part`` files, and then exit
+128 + the signal's number: 130, 143, 129.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -14,19 +20,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from .._client import PteroClient
 from .._errors import InvalidArgumentError, PteroError
 from .._sansio import redact
-from ._render import consoles, emit_json, error_line, failure_json
+from ._render import consoles, emit_json, error_line, failure_json, safe_markup, visible
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_HANGUP",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "Context",
+    "Interrupted",
     "Refused",
     "UsageError",
     "confirm",
@@ -37,7 +45,29 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: 128 + the signal's number, as shells report a process killed by it.
+EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+#: The signals that stop a command cleanly, with their exit codes and what stderr says.
+_STOP_SIGNALS: dict[str, tuple[int, str]] = {
+    "SIGINT": (EXIT_INTERRUPTED, "interrupted"),
+    "SIGTERM": (EXIT_TERMINATED, "terminated (SIGTERM)"),
+    "SIGHUP": (EXIT_HANGUP, "hung up (SIGHUP)"),  # not on Windows
+}
+_MESSAGES = {code: message for code, message in _STOP_SIGNALS.values()}
+
+
+def _stop_signals() -> dict[signal.Signals, int]:
+    """The stop signals this platform has, with their exit codes."""
+    found = {}
+    for name, (code, _) in _STOP_SIGNALS.items():
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            found[signal.Signals(signum)] = code
+    return found
+
 
 URL_ENV = "PTERODACTYL_URL"
 KEY_ENV = "PTERODACTYL_API_KEY"
@@ -49,6 +79,14 @@ class UsageError(Exception):
 
 class Refused(Exception):
     """The user did not confirm a destructive command: one line on stderr, exit 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while blocked in a prompt: like Ctrl-C there, with its own code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 @dataclass
@@ -107,56 +145,90 @@ def confirm(err: Console, question: str) -> None:
     """Ask ``question`` on stderr and read a line from the terminal; ``Refused`` unless yes."""
     require_terminal()
     err.print(f"{question} [bold]\\[y/N][/] ", end="")
-    # The event loop's SIGINT handler would only run after input() returns: let Ctrl-C
-    # interrupt the prompt itself (KeyboardInterrupt → exit 130).
+    # The event loop's signal handlers would only run after input() returns: let Ctrl-C,
+    # SIGTERM and SIGHUP interrupt the prompt itself (KeyboardInterrupt → exit 130, 143, 129).
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if main else None
+    previous: dict[signal.Signals, Any] = {}
     if main:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, code in _stop_signals().items():
+            previous[signum] = signal.getsignal(signum)
+            if signum == signal.SIGINT:
+                signal.signal(signum, signal.default_int_handler)
+            else:
+                signal.signal(signum, _raiser(code))
     try:
         answer = input()
     except EOFError:
         err.print()
         raise Refused("not confirmed (end of input); nothing was changed") from None
     except KeyboardInterrupt:
-        err.print()  # end the prompt's line before "interrupted"
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            err.print()  # end the prompt's line before "interrupted"
         raise
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if answer.strip().lower() not in ("y", "yes"):
         raise Refused("not confirmed; nothing was changed")
 
 
+def _raiser(code: int) -> Callable[[int, Any], None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(code)
+
+    return handler
+
+
 async def _interruptible(coro: Coroutine[Any, Any, int]) -> int:
-    """Run ``coro``; the first Ctrl-C cancels it (cleanup runs), a second one interrupts."""
+    """Run ``coro``; the first SIGINT, SIGTERM or SIGHUP cancels it and cleanup runs.
+
+    The command then returns 128 + that signal's number. During the cleanup a second Ctrl-C
+    interrupts it (KeyboardInterrupt); further SIGTERM and SIGHUP are ignored, because they
+    come in pairs (a closing terminal's shell and then the kernel both send SIGHUP), and the
+    cleanup is what they are waiting for.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    interrupted = False
+    exit_code: int | None = None
 
-    def on_sigint() -> None:
-        nonlocal interrupted
-        interrupted = True
-        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C raises KeyboardInterrupt
+    def on_signal(signum: signal.Signals, code: int) -> None:
+        nonlocal exit_code
+        if exit_code is not None:
+            return
+        exit_code = code
+        if signal.SIGINT in installed:
+            loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C raises
+            installed.remove(signal.SIGINT)
         if task is not None:
             task.cancel()
 
-    installed = False
+    installed: list[signal.Signals] = []
     if threading.current_thread() is threading.main_thread():
-        try:
-            loop.add_signal_handler(signal.SIGINT, on_sigint)
-            installed = True
-        except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt as usual
-            pass
+        for signum, code in _stop_signals().items():
+            try:
+                loop.add_signal_handler(signum, on_signal, signum, code)
+            except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt as usual
+                break
+            installed.append(signum)
     try:
         return await coro
     except asyncio.CancelledError:
-        if interrupted:
-            return EXIT_INTERRUPTED
+        if exit_code is not None:
+            return exit_code
         raise
     finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+class _VisibleFormatter(logging.Formatter):
+    """Log lines for a terminal: panel text in a message (an error body, a URL) is sanitized.
+
+    Each line is sanitized on its own, so that a traceback keeps its line breaks.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(visible(line) for line in super().format(record).split("\n"))
 
 
 def _verbose(level: int) -> Callable[[], None]:
@@ -165,7 +237,7 @@ def _verbose(level: int) -> Callable[[], None]:
         return lambda: None
     logger = logging.getLogger("ptero_backups_async")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(_VisibleFormatter("%(asctime)s %(levelname)s %(message)s"))
     old_level = logger.level
     logger.setLevel(logging.DEBUG if level > 1 else logging.INFO)
     logger.addHandler(handler)
@@ -212,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         line = error_line(exc)
         if api_key:
             line = redact(line, api_key)
-        err.print(f"{prefix}: {escape(line)}", soft_wrap=True)
+        err.print(f"{prefix}: {safe_markup(line)}", soft_wrap=True)
         if json_mode:
             emit_json(failure_json(exc))
         return code
@@ -231,12 +303,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(EXIT_FAILED, exc)
     except (PteroError, OSError) as exc:
         return fail(EXIT_FAILED, exc)
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        code = exc.code if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
     finally:
         undo()
-    if code == EXIT_INTERRUPTED:
-        err.print("interrupted")
+    if code in _MESSAGES:
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            err.print(_MESSAGES[code])
     return code
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import time
-
-from rich.markup import escape
+from collections.abc import Sequence
 
 from .._backups import BackupsResource
 from .._models import Backup, BackupState, DownloadOutcome
@@ -24,6 +23,8 @@ from ._render import (
     human_size,
     outcome_json,
     outcomes_table,
+    quoted,
+    safe_markup,
     server_json,
     servers_table,
     spinner,
@@ -31,7 +32,7 @@ from ._render import (
     sync_summary,
     sync_table,
 )
-from ._sync import sync_servers, transfer
+from ._sync import Rejected, sync_servers, transfer, usable_backups
 
 __all__ = [
     "cmd_create",
@@ -60,16 +61,16 @@ async def wait_visibly(
 ) -> Backup:
     """``wait()`` for a backup with a spinner on stderr (a plain line off a terminal)."""
     name = backup.name if isinstance(backup, Backup) else backup
-    text = f"waiting for backup {name!r} of server {resource.server} to complete"
+    text = f"waiting for backup {quoted(name)} of server {resource.server} to complete"
     started = time.monotonic()
     if ctx.json:
         return await resource.wait(backup, timeout=timeout, poll_interval=poll_interval)
     if not ctx.err.is_terminal:
-        ctx.err.print(escape(text) + " …")
+        ctx.err.print(safe_markup(text) + " …")
     with spinner(ctx.err, text):
         done = await resource.wait(backup, timeout=timeout, poll_interval=poll_interval)
     ctx.err.print(
-        f"[green]✓[/] backup {escape(done.name)!r} completed after "
+        f"[green]✓[/] backup {safe_markup(quoted(done.name))} completed after "
         f"{human_duration(time.monotonic() - started)} ({human_size(done.bytes)})"
     )
     return done
@@ -122,7 +123,7 @@ async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         backup = await resource.create(
             name=args.name, ignored=args.ignore or None, is_locked=args.lock, rotate=args.rotate
         )
-        ctx.note(f"started backup {escape(backup.name)!r} ({backup.uuid})")
+        ctx.note(f"started backup {safe_markup(quoted(backup.name))} ({safe_markup(backup.uuid)})")
         if args.wait:
             backup = await wait_visibly(
                 ctx, resource, backup, timeout=args.timeout, poll_interval=args.poll_interval
@@ -142,23 +143,38 @@ async def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _download_targets(args: argparse.Namespace, backups: list[Backup]) -> list[Backup | str]:
-    completed = sorted(
-        (b for b in backups if b.state is BackupState.COMPLETED), key=lambda b: b.created_at
+def _download_targets(
+    args: argparse.Namespace, backups: list[Backup]
+) -> tuple[list[Backup | str], list[Rejected]]:
+    """What to download, and the completed backups of the listing left out (unusable UUIDs).
+
+    With --latest and --all the listing chooses: an entry the SDK would refuse is reported and
+    left out (--latest takes the newest usable one), so one bad entry cannot sink the batch.
+    """
+    usable, rejected = usable_backups(
+        args.server, (b for b in backups if b.state is BackupState.COMPLETED)
     )
+    completed = sorted(usable, key=lambda b: b.created_at)
     if args.latest:
         if not completed:
+            if rejected:
+                return [], rejected
             raise UsageError(f"server {args.server} has no completed backup")
-        return [completed[-1]]
+        return [completed[-1]], rejected
     if args.all:
-        return list(completed)
-    known = {b.uuid: b for b in backups}
+        return list(completed), rejected
+    # Named UUIDs were checked by the parser; only they are looked at in the listing.
+    known = {b.uuid: b for b in usable}
     # An unknown UUID goes to the SDK as is: its error lands in that row of the results.
-    return [known.get(uuid, uuid) for uuid in dict.fromkeys(args.backups)]
+    return [known.get(uuid, uuid) for uuid in dict.fromkeys(args.backups)], []
 
 
 def _report_downloads(
-    ctx: Context, outcomes: list[DownloadOutcome], dest: pathlib.Path, seconds: float
+    ctx: Context,
+    outcomes: list[DownloadOutcome],
+    dest: pathlib.Path,
+    seconds: float,
+    rejected: list[Rejected],
 ) -> int:
     fetched = [o.result for o in outcomes if o.result is not None and not o.result.skipped]
     skipped = sum(1 for o in outcomes if o.result is not None and o.result.skipped)
@@ -171,6 +187,7 @@ def _report_downloads(
                 "downloaded": len(fetched),
                 "skipped": skipped,
                 "failed": len(failed),
+                "rejected": [r.json() for r in rejected],
                 "bytes": size,
                 "seconds": round(seconds, 3),
                 "results": [outcome_json(o) for o in outcomes],
@@ -178,23 +195,29 @@ def _report_downloads(
         )
     else:
         wide = ctx.out.width >= FULL_CHECKSUM_WIDTH
-        table = outcomes_table(outcomes, f"Downloads in {dest}", dest, full_checksums=wide)
-        ctx.out.print(table)
+        title = safe_markup(f"Downloads in {dest}")
+        ctx.out.print(outcomes_table(outcomes, title, dest, full_checksums=wide))
         ctx.out.print(
-            f"{len(fetched)} downloaded, {skipped} skipped, {len(failed)} failed · "
-            f"{human_size(size)} in {human_duration(seconds)} ({human_rate(size, seconds)})"
+            f"{len(fetched)} downloaded, {skipped} skipped, {len(failed)} failed"
+            + (f", {len(rejected)} rejected" if rejected else "")
+            + f" · {human_size(size)} in {human_duration(seconds)} ({human_rate(size, seconds)})"
         )
-    _report_failures(ctx, failed)
-    return EXIT_FAILED if failed else EXIT_OK
+    _report_failures(ctx, failed, rejected)
+    return EXIT_FAILED if failed or rejected else EXIT_OK
 
 
-def _report_failures(ctx: Context, failed: list[DownloadOutcome]) -> None:
-    """One short line per failed download on stderr (the table or JSON has the detail)."""
+def _report_failures(
+    ctx: Context, failed: list[DownloadOutcome], rejected: Sequence[Rejected] = ()
+) -> None:
+    """One short line per failed download or rejected entry on stderr (the table or JSON has
+    the detail)."""
+    for entry in rejected:
+        ctx.err.print(f"error: {safe_markup(entry.message())}", soft_wrap=True)
     for outcome in failed:
         assert outcome.error is not None
         ctx.err.print(
-            f"error: backup {outcome.backup_uuid} of server {outcome.server}: "
-            f"{escape(error_brief(outcome.error))}",
+            f"error: backup {safe_markup(outcome.backup_uuid)} of server "
+            f"{safe_markup(outcome.server)}: {safe_markup(error_brief(outcome.error))}",
             soft_wrap=True,
         )
 
@@ -206,8 +229,8 @@ async def cmd_download(ctx: Context, args: argparse.Namespace) -> int:
     dest: pathlib.Path = args.dest
     async with ctx.client() as client:
         backups = [b async for b in client.backups(args.server).list()]
-        targets = _download_targets(args, backups)
-        if not targets:
+        targets, rejected = _download_targets(args, backups)
+        if not targets and not rejected:
             ctx.note(f"server {args.server} has no completed backups: nothing to download")
         started = time.monotonic()
         with TransferProgress(ctx.err, enabled=not ctx.json) as view:
@@ -220,9 +243,10 @@ async def cmd_download(ctx: Context, args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 overwrite=args.overwrite,
                 verify=args.verify,
+                min_rate=args.min_rate,
             )
         seconds = time.monotonic() - started
-    return _report_downloads(ctx, outcomes, dest, seconds)
+    return _report_downloads(ctx, outcomes, dest, seconds, rejected)
 
 
 async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
@@ -237,14 +261,16 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
             # The mirror's directories are named by short id: a UUID's first 8 characters.
             servers = list(dict.fromkeys(check_server_id(s[:8]) for s in args.servers))
         with TransferProgress(ctx.err, enabled=not ctx.json) as view:
-            report = await sync_servers(client, view, servers, dest, concurrency=args.concurrency)
+            report = await sync_servers(
+                client, view, servers, dest, concurrency=args.concurrency, min_rate=args.min_rate
+            )
     if ctx.json:
         ctx.emit(sync_json(report))
     else:
         ctx.out.print(sync_table(report))
         ctx.out.print(sync_summary(report))
-    _report_failures(ctx, [o for o in report.outcomes if o.result is None])
-    return EXIT_FAILED if report.failed else EXIT_OK
+    _report_failures(ctx, [o for o in report.outcomes if o.result is None], report.rejected)
+    return EXIT_FAILED if report.failed or report.rejected else EXIT_OK
 
 
 async def cmd_prune(ctx: Context, args: argparse.Namespace) -> int:
@@ -278,7 +304,7 @@ async def _set_lock(ctx: Context, args: argparse.Namespace, locked: bool) -> int
         ctx.emit(backup_json(backup))
     else:
         state = "locked" if backup.is_locked else "unlocked"
-        ctx.out.print(f"backup {escape(describe_backup(backup))} is {state}")
+        ctx.out.print(f"backup {safe_markup(describe_backup(backup))} is {state}")
     return EXIT_OK
 
 
@@ -301,7 +327,7 @@ async def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
         if not args.yes:
             backup = await resource.get(args.backup)
             ctx.confirm(
-                f"Delete backup {escape(describe_backup(backup))} of server {args.server}? "
+                f"Delete backup {safe_markup(describe_backup(backup))} of server {args.server}? "
                 "[bold]This cannot be undone.[/]"
             )
         await resource.delete(args.backup)
@@ -335,7 +361,7 @@ async def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
         if not args.yes:
             backup = await resource.get(args.backup)
             ctx.err.print(
-                f"Restore server {args.server} from backup {escape(describe_backup(backup))}."
+                f"Restore server {args.server} from backup {safe_markup(describe_backup(backup))}."
             )
             ctx.err.print(restore_warning(args.truncate))
             ctx.confirm("Restore now?")

@@ -13,8 +13,6 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 
-from rich.markup import escape
-
 from .._client import PteroClient
 from .._sansio import mask_key
 from ._app import EXIT_FAILED, EXIT_OK, Context
@@ -30,6 +28,8 @@ from ._render import (
     human_size,
     outcome_json,
     outcomes_table,
+    quoted,
+    safe_markup,
     servers_table,
     sync_json,
     sync_summary,
@@ -129,7 +129,7 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
             fake.content = demo_archive(rng, 8 * MiB)  # bigger than the fake's default archive
             panel.script_download(fake, DownloadFault.stall(3 * MiB, 0.8))
             if show:
-                out.print(f"started backup {escape(created.name)!r} ({created.uuid})")
+                out.print(f"started backup {safe_markup(quoted(created.name))} ({created.uuid})")
             done = await wait_visibly(ctx, resource, created, timeout=60, poll_interval=0.25)
             if show:
                 out.print(backups_table([done], full_checksums=out.width >= FULL_CHECKSUM_WIDTH))
@@ -189,7 +189,7 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
         heading(out, "Summary")
         out.print(
             f"[bold]{files} verified files, {human_size(size)}[/] in "
-            f"{dest}/<server>/<uuid>.tar.gz, with a manifest.json per server."
+            f"{safe_markup(dest)}/<server>/<uuid>.tar.gz, with a manifest.json per server."
         )
         out.print(
             f"Sync: {report.downloaded} downloaded at {human_rate(report.bytes, report.seconds)}"
@@ -199,7 +199,7 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
         out.print(
             f"Whole demo: {human_duration(seconds)}. "
             + (
-                f"The files stay in {dest}."
+                f"The files stay in {safe_markup(dest)}."
                 if keep
                 else "The temporary directory is removed now (pass --dest DIR to keep the files)."
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from .._download import DEFAULT_MIN_RATE
 from .._sansio import check_backup_uuid, check_server_id
 
 __all__ = ["build_parser"]
@@ -16,7 +17,9 @@ DESCRIPTION = (
 EPILOG = (
     "Configure with --panel-url/--api-key or PTERODACTYL_URL/PTERODACTYL_API_KEY (prefer the "
     "environment for the key: command lines are visible to other users). Exit codes: 0 ok, "
-    "1 the operation failed, 2 usage or configuration error, 130 interrupted. "
+    "1 the operation failed (or an entry of the panel's listing was unusable and skipped), "
+    "2 usage or configuration error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), "
+    "129 hung up (SIGHUP); after a signal, downloads are cleaned up first. "
     "Try it without a panel: ptero-backups demo"
 )
 
@@ -50,6 +53,16 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be ≥ 1: {value!r}")
     return number
+
+
+def _rate(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes per second: {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be ≥ 0: {value!r}")
+    return number or None
 
 
 def _seconds(value: str) -> float:
@@ -120,6 +133,14 @@ def _download_options(parser: argparse.ArgumentParser) -> None:
         default=4,
         metavar="N",
         help="downloads at once (default 4)",
+    )
+    parser.add_argument(
+        "--min-rate",
+        type=_rate,
+        default=DEFAULT_MIN_RATE,
+        metavar="BYTES",
+        help="give up an attempt that averages fewer bytes/s over 60 s and fetch a fresh link "
+        f"(default {DEFAULT_MIN_RATE:g}; 0 turns the check off)",
     )
 
 

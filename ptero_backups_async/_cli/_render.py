@@ -1,10 +1,18 @@
-"""Everything the command line shows: human units, JSON documents, tables and progress bars."""
+"""Everything the command line shows: human units, JSON documents, tables and progress bars.
+
+Whatever the panel sends (names, ids, checksums, error texts) is shown through ``visible()``,
+the one sanitizer: a terminal never receives a control sequence from the panel, and rich never
+reads panel text as markup (``safe_markup()`` for markup strings, ``plain()`` for cells).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
+import re
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
@@ -50,8 +58,12 @@ __all__ = [
     "human_duration",
     "human_rate",
     "human_size",
+    "json_text",
     "outcome_json",
     "outcomes_table",
+    "plain",
+    "quoted",
+    "safe_markup",
     "server_json",
     "servers_table",
     "short_checksum",
@@ -59,6 +71,7 @@ __all__ = [
     "sync_json",
     "sync_summary",
     "sync_table",
+    "visible",
 ]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -68,6 +81,80 @@ PIPE_WIDTH = 200
 LABEL_WIDTH = 30
 #: What the columns after the bar take (bytes, speed, ETA, gaps), plus room for a "^C".
 _FIXED_COLUMNS = 21 + 12 + 7 + 4 + 6
+
+
+# ---------------------------------------------------------------------- panel text
+
+#: Unicode categories a terminal must not receive raw: controls (C0, DEL, C1: escape
+#: sequences), format characters (bidirectional overrides, zero-width characters), lone
+#: surrogates (they cannot even be encoded) and the line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
+#: json.dumps already escapes C0 inside strings, and a raw C0 outside them is layout.
+_NON_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def _unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES
+
+
+def _python_escape(char: str) -> str:
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def visible(text: object) -> str:
+    """``text`` with every control, format and separator character shown as an escape.
+
+    ``"\\x1b]0;pwned\\x07"`` comes out as the characters ``\\x1b]0;pwned\\x07``; a
+    right-to-left override as ``\\u202e``. Every panel-supplied string the command line prints
+    goes through here (JSON output keeps the exact value: see ``json_text``).
+    """
+    s = text if isinstance(text, str) else str(text)
+    if s.isascii() and s.isprintable():
+        return s
+    return _NOT_PRINTABLE_ASCII.sub(lambda m: _python_escape(m[0]) if _unsafe(m[0]) else m[0], s)
+
+
+def safe_markup(text: object) -> str:
+    """Panel text for a rich markup string: sanitized and with its ``[tags]`` escaped."""
+    return escape(visible(text))
+
+
+def plain(text: object, style: str = "") -> Text:
+    """Panel text as a rich ``Text`` cell: sanitized, never read as markup."""
+    return Text(visible(text), style=style)
+
+
+def quoted(text: object) -> str:
+    """``'name'``, sanitized (for messages: where a name starts and ends)."""
+    return f"'{visible(text)}'"
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code > 0xFFFF:  # JSON spells it as a UTF-16 surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def json_text(doc: Any) -> str:
+    """``doc`` as indented JSON, readable (UTF-8) yet safe on a terminal.
+
+    The characters ``visible()`` escapes are written as ``\\uXXXX``: the same JSON value,
+    but no raw C1 control, bidirectional override or lone surrogate in the output.
+    """
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    return _NON_ASCII.sub(lambda m: _json_escape(m[0]) if _unsafe(m[0]) else m[0], text)
 
 
 # ---------------------------------------------------------------------- units
@@ -154,7 +241,7 @@ def error_brief(exc: BaseException) -> str:
 def emit_json(doc: Any, file: IO[str] | None = None) -> None:
     """Write one JSON document (and a newline) to stdout."""
     out = file or sys.stdout
-    out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    out.write(json_text(doc) + "\n")
     out.flush()
 
 
@@ -220,12 +307,13 @@ FULL_CHECKSUM_WIDTH = 150
 
 def consoles() -> tuple[Console, Console]:
     """(stdout, stderr) consoles; wide and colourless when not writing to a terminal."""
-    out = Console(file=sys.stdout, highlight=False)
+    # emoji=False: a name like ":warning:" is shown as written (markup is escaped separately).
+    out = Console(file=sys.stdout, highlight=False, emoji=False)
     if not out.is_terminal:
-        out = Console(file=sys.stdout, highlight=False, width=PIPE_WIDTH)
-    err = Console(file=sys.stderr, highlight=False)
+        out = Console(file=sys.stdout, highlight=False, emoji=False, width=PIPE_WIDTH)
+    err = Console(file=sys.stderr, highlight=False, emoji=False)
     if not err.is_terminal:
-        err = Console(file=sys.stderr, highlight=False, width=PIPE_WIDTH)
+        err = Console(file=sys.stderr, highlight=False, emoji=False, width=PIPE_WIDTH)
     return out, err
 
 
@@ -241,10 +329,10 @@ def servers_table(servers: Iterable[Server]) -> Table:
     table = Table("identifier", "uuid", "name", "status", title="Servers", title_justify="left")
     for server in servers:
         table.add_row(
-            server.identifier,
-            server.uuid,
-            Text(server.name),
-            Text(server.status or "—", style="yellow" if server.status else "dim"),
+            plain(server.identifier),
+            plain(server.uuid),
+            plain(server.name),
+            plain(server.status or "—", style="yellow" if server.status else "dim"),
         )
     return table
 
@@ -282,15 +370,17 @@ def backups_table(
     )
     for backup in sorted(backups, key=lambda b: b.created_at):
         state = backup.state
+        checksum = checksum_text(backup)
+        if checksum is not None and not full_checksums:
+            checksum = short_checksum(checksum)
         table.add_row(
-            backup.uuid,
-            Text(backup.name),
+            plain(backup.uuid),
+            plain(backup.name),
             Text(state.value, style=_STATE_STYLE[state]),
             human_size(backup.bytes) if state is BackupState.COMPLETED else "—",
             Text("locked", style="cyan") if backup.is_locked else "",
             human_age(backup.created_at, now),
-            (checksum_text(backup) if full_checksums else short_checksum(checksum_text(backup)))
-            or Text("—", style="dim"),
+            plain(checksum) if checksum is not None else Text("—", style="dim"),
         )
     return table
 
@@ -326,10 +416,10 @@ def outcomes_table(
         if result is None:
             message = error_brief(error) if error is not None else "no result"
             table.add_row(
-                Text(f"{outcome.backup_uuid}.tar.gz"),
+                plain(f"{outcome.backup_uuid}.tar.gz"),
                 "—",
                 "—",
-                Text(f"error: {message}", style="red"),
+                plain(f"error: {message}", style="red"),
             )
             continue
         if result.skipped:
@@ -340,10 +430,11 @@ def outcomes_table(
             status = Text("downloaded, NOT verified", style="yellow")
         if result.attempts > 1:
             status.append(f" ({result.attempts} attempts)", style="dim")
+        checksum = str(result.checksum)
         table.add_row(
-            Text(_display_path(result.path, base)),
+            plain(_display_path(result.path, base)),
             human_size(result.bytes),
-            str(result.checksum) if full_checksums else short_checksum(str(result.checksum)),
+            plain(checksum if full_checksums else short_checksum(checksum)),
             status,
         )
     return table
@@ -353,9 +444,9 @@ def heading(console: Console, text: str) -> None:
     """A section heading."""
     console.print()
     if console.is_terminal:
-        console.rule(f"[bold]{escape(text)}", align="left")
+        console.rule(f"[bold]{safe_markup(text)}", align="left")
     else:
-        console.print(f"== {escape(text)} ==", style="bold")
+        console.print(f"== {safe_markup(text)} ==", style="bold")
 
 
 # ---------------------------------------------------------------------- progress
@@ -420,7 +511,10 @@ class TransferProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        # The display is best effort: a terminal that went away (SIGHUP) must not turn a
+        # cancellation or a result into an OSError.
+        with contextlib.suppress(OSError):
+            self._progress.stop()
 
     def expect(self, uuid: str, label: str, size: int | None) -> None:
         """Announce a download, so that the total bar counts it from the start."""
@@ -449,7 +543,7 @@ class TransferProgress:
         elif bar is None:
             label = self._labels.get(uuid, uuid[:8])
             self._bars[uuid] = self._progress.add_task(
-                escape(label), total=size, completed=event.bytes_done
+                safe_markup(label), total=size, completed=event.bytes_done
             )
         else:
             self._progress.update(bar, total=size, completed=event.bytes_done)
@@ -498,14 +592,15 @@ def spinner(console: Console, text: str) -> Progress:
         redirect_stderr=False,
         disable=not console.is_terminal,
     )
-    progress.add_task(escape(text), total=None)
+    progress.add_task(safe_markup(text), total=None)
     return progress
 
 
 def describe_backup(backup: Backup) -> str:
-    """``'nightly' (uuid, 1.5 GiB, 3 h ago)`` for prompts and messages."""
-    size = human_size(backup.bytes) if backup.state is BackupState.COMPLETED else backup.state
-    return f"{backup.name!r} ({backup.uuid}, {size}, {human_age(backup.created_at)})"
+    """``'nightly' (uuid, 1.5 GiB, 3 h ago)`` for prompts and messages (sanitized, not markup)."""
+    state = backup.state
+    size = human_size(backup.bytes) if state is BackupState.COMPLETED else state.value
+    return f"{quoted(backup.name)} ({visible(backup.uuid)}, {size}, {human_age(backup.created_at)})"
 
 
 def failure_json(exc: BaseException) -> dict[str, Any]:
@@ -514,7 +609,11 @@ def failure_json(exc: BaseException) -> dict[str, Any]:
 
 
 def sync_table(report: SyncReport) -> Table:
-    """One row per server: where its mirror is and what this run did."""
+    """One row per server: where its mirror is and what this run did.
+
+    A ``rejected`` column (listed backups left out for an unusable UUID) shows when any were.
+    """
+    show_rejected = any(entry.rejected for entry in report.servers)
     table = Table(
         Column("server", no_wrap=True),
         Column("directory", overflow="fold"),
@@ -522,6 +621,7 @@ def sync_table(report: SyncReport) -> Table:
         Column("downloaded", justify="right"),
         Column("skipped", justify="right"),
         Column("failed", justify="right"),
+        *([Column("rejected", justify="right")] if show_rejected else []),
         Column("size", justify="right", no_wrap=True),
         title="Sync",
         title_justify="left",
@@ -529,13 +629,15 @@ def sync_table(report: SyncReport) -> Table:
     for entry in report.servers:
         ok = [o.result for o in entry.outcomes if o.result is not None]
         failed = sum(1 for o in entry.outcomes if o.result is None)
+        rejected = len(entry.rejected)
         table.add_row(
-            entry.server,
-            Text(str(entry.directory)),
+            plain(entry.server),
+            plain(str(entry.directory)),
             str(len(ok)),
             str(sum(1 for r in ok if not r.skipped)),
             str(sum(1 for r in ok if r.skipped)),
             Text(str(failed), style="red") if failed else "0",
+            *([Text(str(rejected), style="red") if rejected else "0"] if show_rejected else []),
             human_size(sum(r.bytes for r in ok)),
         )
     return table
@@ -544,6 +646,8 @@ def sync_table(report: SyncReport) -> Table:
 def sync_summary(report: SyncReport) -> str:
     """``3 downloaded, 5 skipped, 0 failed · 45.0 MiB in 2.1 s (21.4 MiB/s)`` (rich markup)."""
     failed = f"[red]{report.failed} failed[/]" if report.failed else "0 failed"
+    if report.rejected:
+        failed += f", [red]{len(report.rejected)} rejected[/] (unusable ids, see below)"
     text = (
         f"[bold]{report.downloaded} downloaded[/], {report.skipped} skipped (already verified), "
         f"{failed} · {human_size(report.bytes)} in {human_duration(report.seconds)}"
@@ -554,12 +658,13 @@ def sync_summary(report: SyncReport) -> str:
 
 
 def sync_json(report: SyncReport) -> dict[str, Any]:
-    """A sync report as JSON."""
+    """A sync report as JSON; ``rejected`` lists the entries of the panel's listings left out."""
     return {
         "dest": str(report.dest),
         "downloaded": report.downloaded,
         "skipped": report.skipped,
         "failed": report.failed,
+        "rejected": [r.json() for r in report.rejected],
         "bytes": report.bytes,
         "seconds": round(report.seconds, 3),
         "bytes_per_second": round(report.bytes / report.seconds) if report.seconds > 0 else None,

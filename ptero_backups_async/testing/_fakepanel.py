@@ -14,7 +14,7 @@ import time
 import uuid as uuid_mod
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -56,6 +56,10 @@ __all__ = ["FakePanel"]
 
 _CHUNK = 256 * 1024
 _FOREVER = 3600.0
+#: What an endless body sends after the file.
+_ZEROS = bytes(64 * 1024)
+#: The shortest pause of a trickled body: faster rates send several bytes per write.
+_TRICKLE_TICK = 0.02
 
 _DEFAULT_RATE_LIMITS: dict[str, int] = {"pterodactyl": 720, "pelican": 256, "reference": 720}
 
@@ -110,6 +114,7 @@ class _Outcome:
     dropped: bool = False
     fault: str | None = None
     backup_uuid: str | None = None
+    sent: int = 0
 
 
 @attrs.define
@@ -235,6 +240,9 @@ class FakePanel:
         self._api_origin: str | None = None
         self._link_origin: str | None = None
         self._closing: asyncio.Event | None = None
+        # Connections of link requests being answered: cut when the panel closes, so that a
+        # body waiting for a client that stopped reading does not hold up the shutdown.
+        self._link_transports: set[asyncio.BaseTransport] = set()
         self._cookie_name = "pelican_session" if dialect == "pelican" else "pterodactyl_session"
         self._cookie_value = secrets.token_urlsafe(40)
         self._routes = self._build_routes()
@@ -282,6 +290,9 @@ class FakePanel:
         """Stop both hosts; stalled responses are cut short. Idempotent."""
         if self._closing is not None:
             self._closing.set()
+        for transport in list(self._link_transports):
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
@@ -515,6 +526,7 @@ class FakePanel:
             status=0 if outcome.dropped and not outcome.status else outcome.status,
             backup_uuid=outcome.backup_uuid,
             fault=outcome.fault,
+            bytes_sent=outcome.sent,
         )
         for i in range(len(self.requests) - 1, -1, -1):
             if self.requests[i] is rec:
@@ -1116,12 +1128,20 @@ class FakePanel:
     def _next_download_fault(self, backup: FakeBackup) -> DownloadFault | None:
         backup.download_attempts += 1
         script = self._scripts.get(backup.uuid)
-        return script.popleft() if script else None
+        fault = script.popleft() if script else None
+        if fault is not None and fault.kind == "change_etag":
+            backup.object_version += 1
+            if fault.content is not None:
+                backup.served_content = fault.content
+        return fault
 
     async def _link_entry(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         rec = self._record(request, body, "link")
         outcome = _Outcome()
+        transport = request.transport
+        if transport is not None:
+            self._link_transports.add(transport)
         try:
             if self.storage == "wings":
                 resp = await self._serve_wings(request, outcome)
@@ -1131,6 +1151,8 @@ class FakePanel:
                 outcome.status = resp.status
             return resp
         finally:
+            if transport is not None:
+                self._link_transports.discard(transport)
             self._finish(rec, outcome)
 
     @staticmethod
@@ -1187,14 +1209,24 @@ class FakePanel:
             if fault.retry_after is not None:
                 headers["Retry-After"] = _retry_after(fault.retry_after)
             return self._wings_error(fault.code, standard_detail(fault.code), headers)
-        data = backup._visible_content()
+        data = _stored(backup)
         if data is None:
             return self._wings_error(404, "The requested backup was not found on this server.")
         headers = {
             "Content-Type": "application/octet-stream",
             "Content-Disposition": f'attachment; filename="{backup.uuid}.tar.gz"',
         }
-        return await self._stream(request, 200, headers, memoryview(data), 0, fault, outcome)
+        # Wings ignores Range (200, the whole file); only a scripted wrong range answers 206.
+        first, last, status = 0, len(data) - 1, 200
+        range_header = request.headers.get("Range")
+        if fault is not None and fault.kind == "wrong_range" and range_header is not None:
+            parsed = parse_range(range_header, len(data))
+            if isinstance(parsed, tuple):
+                first, last = _shift(parsed, fault.offset, len(data))
+                status = 206
+                headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
+        view = memoryview(data)[first : last + 1]
+        return await self._stream(request, status, headers, view, first, fault, outcome)
 
     async def _serve_s3(self, request: web.Request, outcome: _Outcome) -> web.StreamResponse:
         path = request.path
@@ -1230,21 +1262,29 @@ class FakePanel:
                 headers["Retry-After"] = _retry_after(fault.retry_after)
             code = {500: "InternalError", 503: "SlowDown"}.get(fault.code, "ServiceUnavailable")
             return self._s3_error(fault.code, code, standard_detail(fault.code), path, headers)
-        data = backup._visible_content()
+        data = _stored(backup)
         if data is None:
             return self._s3_error(404, "NoSuchKey", "The specified key does not exist.", path)
         total = len(data)
-        etag = '"{}"'.format(backup.hexdigest("md5") if data is backup.content else _md5(data))
+        digest = backup.hexdigest("md5") if data is backup.content else _md5(data)
+        version = backup.object_version
+        # A rewritten object gets a new ETag even with the same bytes (as a multipart upload's).
+        etag = f'"{digest}-{version}"' if version else f'"{digest}"'
+        modified = (backup.completed_at or backup.created_at) + timedelta(seconds=version)
         headers = {
             "Content-Type": "application/x-gzip",
             "Accept-Ranges": "bytes",
             "ETag": etag,
-            "Last-Modified": http_date(backup.completed_at or backup.created_at),
+            "Last-Modified": http_date(modified),
         }
         first, last, status = 0, total - 1, 200
         range_header = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
-        if range_header is not None and (if_range is None or if_range == etag):
+        if fault is not None and fault.kind == "ignore_range":
+            del headers["Accept-Ranges"]
+        elif range_header is not None and (
+            if_range is None or _if_range_matches(if_range, etag, headers["Last-Modified"])
+        ):
             parsed = parse_range(range_header, total)
             if parsed is False:
                 return self._s3_error(
@@ -1256,6 +1296,8 @@ class FakePanel:
                 )
             if isinstance(parsed, tuple):
                 first, last = parsed
+                if fault is not None and fault.kind == "wrong_range":
+                    first, last = _shift(parsed, fault.offset, total)
                 status = 206
                 headers["Content-Range"] = f"bytes {first}-{last}/{total}"
         view = memoryview(data)[first : last + 1]
@@ -1271,13 +1313,19 @@ class FakePanel:
         fault: DownloadFault | None,
         outcome: _Outcome,
     ) -> web.StreamResponse:
+        kind = fault.kind if fault is not None else None
+        if kind == "gzip":
+            # Metadata of the stored object: the bytes stay the .tar.gz as stored.
+            headers["Content-Encoding"] = "gzip"
         resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = len(data)
+        if kind not in ("short", "endless"):
+            resp.content_length = len(data)
         try:
             await resp.prepare(request)
             outcome.status = status
-            await self._write_body(request, resp, data, start, fault)
-            if fault is not None and fault.kind == "drop":
+            await self._write_body(request, resp, data, start, fault, outcome)
+            if kind == "drop":
+                assert fault is not None
                 if fault.seconds > 0:
                     await self._sleep(fault.seconds)
                 self._drop(request, outcome, reset=False)
@@ -1294,17 +1342,22 @@ class FakePanel:
         data: memoryview,
         start: int,
         fault: DownloadFault | None,
+        outcome: _Outcome,
     ) -> None:
+        kind = fault.kind if fault is not None else None
         limit = len(data)
         stall_at: int | None = None
         flip: int | None = None
         if fault is not None:
-            if fault.kind == "drop":
+            if kind in ("drop", "short"):
                 limit = min(max(fault.after_bytes, 0), limit)
-            elif fault.kind == "stall":
+            elif kind == "stall":
                 stall_at = max(fault.after_bytes, 0)
-            elif fault.kind == "corrupt":
+            elif kind == "corrupt":
                 flip = fault.offset - start
+            elif kind == "trickle":
+                await self._trickle(request, resp, data, fault.rate, outcome)
+                return
         seconds = fault.seconds if fault is not None else 0.0
         if stall_at == 0:
             stall_at = None
@@ -1319,16 +1372,85 @@ class FakePanel:
                 chunk = bytearray(chunk)
                 chunk[flip - pos] ^= 0xFF
             await resp.write(chunk)
+            outcome.sent += end - pos
             pos = end
             if stall_at is not None and pos >= stall_at:
                 stall_at = None
                 await self._stall(request, seconds)
+        if kind == "endless":
+            await self._endless(request, resp, outcome)
+
+    async def _endless(
+        self, request: web.Request, resp: web.StreamResponse, outcome: _Outcome
+    ) -> None:
+        """Zeros until the client goes away; each write waits until the client has read."""
+        closing = self._closing
+        while True:
+            if closing is None or closing.is_set():
+                self._drop(request, outcome, reset=False)
+                raise ConnectionResetError("FakePanel is closing")
+            # write() waits for the client once the buffer is full; the pause lets other tasks
+            # run when the client reads as fast as this writes.
+            await resp.write(_ZEROS)
+            outcome.sent += len(_ZEROS)
+            await asyncio.sleep(0)
+
+    async def _trickle(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        data: memoryview,
+        rate: float,
+        outcome: _Outcome,
+    ) -> None:
+        """Byte i goes out i / rate seconds after the first; writes are batched per tick."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        sent, total = 0, len(data)
+        while sent < total:
+            due = min(total, max(sent + 1, int((loop.time() - began) * rate) + 1))
+            await resp.write(data[sent:due])
+            outcome.sent += due - sent
+            sent = due
+            if sent >= total:
+                return
+            wake = loop.time() + min(max(began + sent / rate - loop.time(), _TRICKLE_TICK), 1.0)
+            # Short naps, so that a client that leaves between two bytes is noticed at once.
+            while (left := wake - loop.time()) > 0:
+                if await self._sleep(min(left, _TRICKLE_TICK * 5)):
+                    self._drop(request, outcome, reset=False)
+                    raise ConnectionResetError("FakePanel is closing")
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError("the client went away")
 
     async def _stall(self, request: web.Request, seconds: float) -> None:
         if await self._sleep(seconds):
             if request.transport is not None:
                 request.transport.close()
             raise ConnectionResetError("FakePanel is closing")
+
+
+def _stored(backup: FakeBackup) -> bytes | None:
+    """The bytes a link serves now: None when there is no file (deleted or failed)."""
+    data = backup._visible_content()
+    if data is not None and backup.served_content is not None and backup.state == "completed":
+        return backup.served_content
+    return data
+
+
+def _shift(span: tuple[int, int], shift: int, total: int) -> tuple[int, int]:
+    """The inclusive range `span` moved by `shift` bytes, kept inside a file of `total` bytes."""
+    first = min(max(span[0] + shift, 0), max(total - 1, 0))
+    last = min(max(span[1] + shift, first), max(total - 1, 0))
+    return first, last
+
+
+def _if_range_matches(value: str, etag: str, last_modified: str) -> bool:
+    """RFC 9110 §13.1.5: a strong ETag equal to the current one, or the exact Last-Modified."""
+    value = value.strip()
+    if value.startswith(("W/", '"')):
+        return value == etag  # a weak validator never matches: strong comparison only
+    return value == last_modified
 
 
 def _md5(data: bytes) -> str:

@@ -31,7 +31,20 @@ Dialect = Literal["pterodactyl", "pelican", "reference"]
 Storage = Literal["wings", "s3"]
 BackupState = Literal["creating", "completed", "failed"]
 FaultKind = Literal["status", "reset", "stall", "html", "redirect", "empty", "json"]
-DownloadFaultKind = Literal["drop", "corrupt", "stall", "status", "expired"]
+DownloadFaultKind = Literal[
+    "drop",
+    "corrupt",
+    "stall",
+    "status",
+    "expired",
+    "ignore_range",
+    "wrong_range",
+    "change_etag",
+    "gzip",
+    "short",
+    "endless",
+    "trickle",
+]
 
 
 class Unset(enum.Enum):
@@ -119,6 +132,12 @@ class FakeBackup:
     #: When set, the download route answers the URL this returns instead of a link to the
     #: panel's own link host (e.g. a presigned URL of a real S3 server).
     link_factory: Callable[[], str] | None = attrs.field(default=None, repr=False)
+    #: When set, the link host serves these bytes instead of `content`: the stored object differs
+    #: from the panel's record (`bytes` and the checksum still describe `content`).
+    served_content: bytes | None = attrs.field(default=None, repr=False)
+    #: Version of the stored object; each `DownloadFault.change_etag()` adds one. A new version
+    #: has a new ETag and Last-Modified at the S3-style host.
+    object_version: int = 0
     _state: BackupState = attrs.field(default="completed", init=False)
     _completed_at: datetime | None = attrs.field(default=None, init=False)
     _started: float = attrs.field(factory=time.monotonic, init=False, repr=False)
@@ -241,6 +260,8 @@ class RecordedRequest:
     time: float
     #: Name of the scripted fault applied, if any (e.g. "inject:status", "drop").
     fault: str | None = None
+    #: Body bytes the link host handed to the connection (0 for the panel API).
+    bytes_sent: int = 0
 
 
 @attrs.frozen
@@ -253,6 +274,10 @@ class DownloadFault:
     seconds: float = 0.0
     code: int = 0
     retry_after: float | str | None = None
+    #: Bytes per second, for `trickle`.
+    rate: float = 0.0
+    #: The new object's bytes, for `change_etag` (None: the same bytes).
+    content: bytes | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def drop_after(cls, n_bytes: int, *, linger: float = 0.05) -> DownloadFault:
@@ -283,6 +308,73 @@ class DownloadFault:
     def expired(cls) -> DownloadFault:
         """Answer as if the link had expired (wings: 500; s3: 403 AccessDenied)."""
         return cls("expired")
+
+    @classmethod
+    def ignore_range(cls) -> DownloadFault:
+        """Answer a Range request with 200, the whole body and no `Accept-Ranges`.
+
+        What a proxy that does not do ranges sends. Wings-style links always behave so.
+        """
+        return cls("ignore_range")
+
+    @classmethod
+    def wrong_content_range(cls, shift: int) -> DownloadFault:
+        """Answer a Range request with 206 for a range starting `shift` bytes off the asked one.
+
+        Content-Range and the body agree with each other (the bytes really are those of the
+        shifted range, clamped to the file) but not with the request. A request without Range
+        is answered normally. Works on both link hosts.
+        """
+        if shift == 0:
+            raise ValueError("shift must not be 0")
+        return cls("wrong_range", offset=shift)
+
+    @classmethod
+    def change_etag(cls, content: bytes | None = None) -> DownloadFault:
+        """Store a new version of the object before this GET: it keeps that version afterwards.
+
+        The new version has a new ETag and Last-Modified, so an `If-Range` naming the old one
+        gets 200 and the whole new object, as S3 and HTTP answer. With `content`, the new
+        version holds those bytes (see `FakeBackup.served_content`); otherwise the same bytes.
+        """
+        return cls("change_etag", content=None if content is None else bytes(content))
+
+    @classmethod
+    def gzip(cls) -> DownloadFault:
+        """Send the archive with `Content-Encoding: gzip`, the bytes untouched.
+
+        As S3 does for an object uploaded with that metadata: the bytes on the wire are the
+        stored `.tar.gz`, whose checksum the panel announces. A client that decodes the
+        encoding ends up with the inner tar (other bytes, another length), not the archive.
+        """
+        return cls("gzip")
+
+    @classmethod
+    def short_body(cls, n_bytes: int) -> DownloadFault:
+        """End the body cleanly after `n_bytes`, with no Content-Length (chunked encoding)."""
+        if n_bytes < 0:
+            raise ValueError("n_bytes must be ≥ 0")
+        return cls("short", after_bytes=n_bytes)
+
+    @classmethod
+    def endless(cls) -> DownloadFault:
+        """Send the body with no Content-Length, then zeros forever, until the client leaves.
+
+        Writes wait for the client to read (nothing piles up in the server), and the stream
+        ends when the client disconnects or the panel closes.
+        """
+        return cls("endless")
+
+    @classmethod
+    def trickle(cls, bytes_per_second: float) -> DownloadFault:
+        """Send the body (with its Content-Length) at `bytes_per_second`, at least 1.
+
+        Byte ``i`` goes out ``i / bytes_per_second`` seconds after the headers, so the host is
+        never silent for more than a second.
+        """
+        if not bytes_per_second >= 1:
+            raise ValueError("bytes_per_second must be ≥ 1")
+        return cls("trickle", rate=float(bytes_per_second))
 
 
 @attrs.define(eq=False)
