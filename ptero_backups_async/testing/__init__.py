@@ -1,4 +1,4 @@
-"""Test helpers: `FakePanel`, a loopback panel and link host that behave as wire.md describes."""
+"""Test helpers: `FakePanel`, a loopback panel and link host that behave as docs/wire.md describes."""
 
 from ._fakepanel import FakePanel
 from ._models import DownloadFault, FakeBackup, FakeServer, Fault, RecordedRequest

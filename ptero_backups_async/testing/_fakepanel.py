@@ -1,4 +1,4 @@
-"""FakePanel: a loopback HTTP server that speaks the panel's backup API as wire.md describes."""
+"""FakePanel: a loopback HTTP server that speaks the panel's backup API as docs/wire.md describes."""
 
 from __future__ import annotations
 

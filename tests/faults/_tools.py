@@ -102,7 +102,7 @@ class RecordingSleep:
     """The transport's injectable sleep: records each requested delay and yields instead.
 
     Backoff and ``Retry-After`` are then asserted on the recorded values instead of waited
-    for, which keeps the fault matrix fast (the style guide's "the sleep is injectable").
+    for, which keeps the fault matrix fast.
     """
 
     def __init__(self) -> None:
