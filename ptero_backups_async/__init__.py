@@ -33,7 +33,6 @@ from ._models import (
     Backup,
     BackupState,
     Checksum,
-    DownloadOutcome,
     DownloadProgress,
     DownloadResult,
     ErrorDetail,
@@ -41,12 +40,16 @@ from ._models import (
     RateLimit,
     Server,
 )
+from ._outcome import DownloadOutcome
+from ._retry import Failure
+from ._transport import AiohttpTransport, RawResponse, Transport, TransportError
 from ._version import __version__
 
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AiohttpTransport",
     "AuthenticationError",
     "Backup",
     "BackupFailedError",
@@ -65,6 +68,7 @@ __all__ = [
     "DownloadProgress",
     "DownloadResult",
     "ErrorDetail",
+    "Failure",
     "InsufficientStorageError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -74,10 +78,13 @@ __all__ = [
     "PteroError",
     "RateLimit",
     "RateLimitError",
+    "RawResponse",
     "ResponseValidationError",
     "Server",
     "ServerError",
     "TooManyBackupsError",
+    "Transport",
+    "TransportError",
     "UnprocessableEntityError",
     "UnsupportedOperationError",
     "WaitTimeoutError",

@@ -7,8 +7,9 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
+import aiohttp
 import anyio
 
 from ._download import DEFAULT_MIN_RATE, ProgressCallback, download_backup
@@ -19,39 +20,41 @@ from ._errors import (
     InvalidArgumentError,
     NotFoundError,
     PteroError,
-    ResponseValidationError,
     TooManyBackupsError,
     UnsupportedOperationError,
     WaitTimeoutError,
 )
 from ._models import Backup, BackupState, DownloadResult, Page
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
-from ._sansio import check_backup_uuid, check_name, check_server_id, encode_ignored
-from ._transport import Response
+from ._panel import PanelAPI
+from ._sansio import (
+    backup_uuid,
+    check_backup_uuid,
+    check_int,
+    check_name,
+    check_server_id,
+    encode_ignored,
+)
 
-if TYPE_CHECKING:
-    from ._client import PteroClient
-
-__all__ = ["BackupsResource", "backup_uuid"]
+__all__ = ["BackupsResource"]
 
 logger = logging.getLogger("ptero_backups_async")
-T = TypeVar("T")
 
 _LOCK_TRIES = 3
 
 
-def backup_uuid(backup_or_uuid: Backup | str) -> str:
-    """The UUID of a ``Backup`` or a UUID string, validated."""
-    if isinstance(backup_or_uuid, Backup):
-        return check_backup_uuid(backup_or_uuid.uuid)
-    return check_backup_uuid(backup_or_uuid)
-
-
 class BackupsResource:
-    """The backups of one server: ``client.backups("d3aac109")``."""
+    """The backups of one server: ``client.backups("d3aac109")``.
 
-    def __init__(self, client: PteroClient, server: str) -> None:
-        self._client = client
+    Built from the two things it uses, given once: the panel's API (``request``, ``decode``,
+    ``call``) and the session for signed links, which only downloads touch.
+    """
+
+    def __init__(
+        self, api: PanelAPI, server: str, *, links: Callable[[], aiohttp.ClientSession]
+    ) -> None:
+        self._api = api
+        self._links = links
         self.server = check_server_id(server)
 
     def __repr__(self) -> str:
@@ -60,32 +63,18 @@ class BackupsResource:
     def _path(self, *parts: str) -> str:
         return "/".join((f"/servers/{self.server}/backups", *parts)).rstrip("/")
 
-    async def _call(
-        self, method: str, path: str, parse: Callable[[Any, str], T], **kwargs: Any
-    ) -> T:
-        response = await self._client._transport.request(method, path, **kwargs)
-        return self._parse(response, parse)
-
-    def _parse(self, response: Response, parse: Callable[[Any, str], T]) -> T:
-        what = f"{response.method} {response.url}"
-        converter = self._client._converter
-        try:
-            return parse(converter.decode(response.body, what), what)
-        except ResponseValidationError as exc:
-            raise self._client._transport.scrub(exc) from exc.__cause__
-
     async def _call_without_answer(self, method: str, path: str, **kwargs: Any) -> None:
         # The panels answer 204 (or the reference page's 202) with no body. A body that is
         # not a backup means something else answered: a login page, a proxy.
-        response = await self._client._transport.request(method, path, **kwargs)
+        response = await self._api.request(method, path, **kwargs)
         if response.body.strip():
-            self._parse(response, self._client._converter.backup)
+            self._api.decode(response, self._api.converter.backup)
 
     async def list_page(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> Page[Backup]:
         """One page of this server's backups (``per_page`` is clamped to 50)."""
         params = {"page": check_page(page), "per_page": clamp_per_page(per_page)}
-        return await self._call(
-            "GET", self._path(), self._client._converter.backup_page, params=params
+        return await self._api.call(
+            "GET", self._path(), self._api.converter.backup_page, params=params
         )
 
     def list(self, *, per_page: int = MAX_PER_PAGE) -> AsyncIterator[Backup]:
@@ -100,7 +89,7 @@ class BackupsResource:
     async def get(self, backup_or_uuid: Backup | str) -> Backup:
         """The backup as the panel sees it now."""
         path = self._path(backup_uuid(backup_or_uuid))
-        return await self._call("GET", path, self._client._converter.backup)
+        return await self._api.call("GET", path, self._api.converter.backup)
 
     async def create(
         self,
@@ -125,9 +114,9 @@ class BackupsResource:
             raise InvalidArgumentError(f"is_locked must be a bool, not {is_locked!r}")
         if is_locked:
             body["is_locked"] = True
-        parse = self._client._converter.backup
+        parse = self._api.converter.backup
         try:
-            return await self._call("POST", self._path(), parse, json=body, has_body=True)
+            return await self._api.call("POST", self._path(), parse, json=body, has_body=True)
         except TooManyBackupsError:
             if not rotate:
                 raise
@@ -136,7 +125,7 @@ class BackupsResource:
                 raise
             logger.info("server %s at its backup limit: deleting %s", self.server, oldest.uuid)
             await self.delete(oldest.uuid)
-            return await self._call("POST", self._path(), parse, json=body, has_body=True)
+            return await self._api.call("POST", self._path(), parse, json=body, has_body=True)
 
     async def _usable(self) -> builtins.list[Backup]:
         """Every listed backup whose UUID the SDK can act on; the others are logged."""
@@ -164,8 +153,7 @@ class BackupsResource:
         logged and left alone. Returns what was deleted (or, with ``dry_run=True``, what would
         be), oldest first.
         """
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
-            raise InvalidArgumentError(f"keep must be an integer ≥ 0, not {keep!r}")
+        check_int("keep", keep, minimum=0)
         backups = await self._usable()
         successful = sorted(
             (b for b in backups if b.state is BackupState.COMPLETED and not b.is_locked),
@@ -228,7 +216,7 @@ class BackupsResource:
     async def download_url(self, backup_or_uuid: Backup | str) -> str:
         """A signed link to the archive: short-lived and, on Wings, single-use."""
         path = self._path(backup_uuid(backup_or_uuid), "download")
-        return await self._call("GET", path, self._client._converter.signed_url)
+        return await self._api.call("GET", path, self._api.converter.signed_url)
 
     async def download(
         self,
@@ -261,6 +249,7 @@ class BackupsResource:
         """
         return await download_backup(
             self,
+            self._links,
             backup_or_uuid,
             dest,
             verify=verify,
@@ -289,12 +278,10 @@ class BackupsResource:
     async def toggle_lock(self, backup_or_uuid: Backup | str) -> Backup:
         """Flip the lock and return the backup (real panels answer it; others are asked)."""
         uuid = backup_uuid(backup_or_uuid)
-        response = await self._client._transport.request(
-            "POST", self._path(uuid, "lock"), has_body=False
-        )
+        response = await self._api.request("POST", self._path(uuid, "lock"), has_body=False)
         if response.status == 204 or not response.body.strip():
             return await self.get(uuid)
-        return self._parse(response, self._client._converter.backup)
+        return self._api.decode(response, self._api.converter.backup)
 
     async def _set_lock(self, backup_or_uuid: Backup | str, locked: bool) -> Backup:
         uuid = backup_uuid(backup_or_uuid)
@@ -325,8 +312,8 @@ class BackupsResource:
         uuid = backup_uuid(backup_or_uuid)
         body = {"name": check_name(name)}
         try:
-            return await self._call(
-                "PUT", self._path(uuid, "rename"), self._client._converter.backup, json=body
+            return await self._api.call(
+                "PUT", self._path(uuid, "rename"), self._api.converter.backup, json=body
             )
         except NotFoundError as exc:
             # Pterodactyl has no rename route and answers 404, as it does for a missing

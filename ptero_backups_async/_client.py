@@ -11,15 +11,24 @@ from types import TracebackType
 import aiohttp
 import anyio
 
-from ._backups import BackupsResource, backup_uuid
-from ._converter import WireConverter
+from . import _fs
+from ._backups import BackupsResource
 from ._download import DEFAULT_MIN_RATE, ProgressCallback
-from ._errors import DownloadError, InvalidArgumentError, PteroError, ResponseValidationError
-from ._models import Backup, DownloadOutcome, Page, RateLimit, Server
+from ._errors import DownloadError, InvalidArgumentError, PteroError
+from ._models import Backup, Page, RateLimit, Server
+from ._outcome import DownloadOutcome
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
+from ._panel import PanelAPI
 from ._retry import RetryPolicy
-from ._sansio import check_api_key, is_loopback_host, normalize_panel_url
-from ._transport import SSLOption, Transport
+from ._sansio import (
+    backup_uuid,
+    check_api_key,
+    check_int,
+    check_number,
+    is_loopback_host,
+    normalize_panel_url,
+)
+from ._transport import AiohttpTransport, SSLOption, Transport
 
 __all__ = ["PteroClient"]
 
@@ -31,19 +40,14 @@ PathLike = str | os.PathLike[str]
 logger = logging.getLogger("ptero_backups_async")
 
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgumentError(f"{name} must be a number, not {value!r}")
-    if not (value >= 0 if allow_zero else value > 0) or value != value:
-        raise InvalidArgumentError(f"{name} must be {'≥ 0' if allow_zero else '> 0'}: {value!r}")
-    return value
-
-
 class PteroClient:
     """An asyncio client for the backup endpoints of a Pterodactyl or Pelican panel.
 
     Use it as ``async with PteroClient(url, key) as client:``, or call ``aclose()``. A
-    ``session`` passed in is used as is and never closed by the client.
+    ``session`` passed in is used as is and never closed by the client. ``transport`` replaces
+    the aiohttp transport of API calls with another ``Transport`` (recording, replaying, a fake
+    clock); the client closes it. Signed download links always go through a separate aiohttp
+    session of the client's own.
     """
 
     def __init__(
@@ -57,29 +61,31 @@ class PteroClient:
         max_concurrency: int = 16,
         max_retry_after: float = 60.0,
         ssl: SSLOption = True,
+        transport: Transport | None = None,
     ) -> None:
         self.panel_url = normalize_panel_url(panel_url)
         api_key = check_api_key(api_key)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidArgumentError(f"max_retries must be an integer ≥ 0: {max_retries!r}")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise InvalidArgumentError(f"max_concurrency must be an integer: {max_concurrency!r}")
-        if max_concurrency < 1:
-            raise InvalidArgumentError(f"max_concurrency must be ≥ 1: {max_concurrency!r}")
+        check_int("max_retries", max_retries, minimum=0)
+        check_int("max_concurrency", max_concurrency, minimum=1)
         policy = RetryPolicy(
             max_retries=max_retries,
-            max_retry_after=_positive("max_retry_after", max_retry_after, allow_zero=True),
+            max_retry_after=check_number("max_retry_after", max_retry_after, allow_zero=True),
         )
-        self._transport = Transport(
+        if transport is None:
+            transport = AiohttpTransport(session=session, ssl=ssl, max_connections=max_concurrency)
+        elif session is not None:
+            raise InvalidArgumentError("pass a session or a transport, not both")
+        elif not isinstance(transport, Transport):
+            raise InvalidArgumentError(f"transport must be a Transport, not {transport!r}")
+        self._ssl = ssl
+        self._api = PanelAPI(
             self.panel_url,
             api_key,
-            session=session,
-            timeout=_positive("timeout", timeout),
+            transport,
+            timeout=check_number("timeout", timeout),
             policy=policy,
             max_concurrency=max_concurrency,
-            ssl=ssl,
         )
-        self._converter = WireConverter()
         self._links: aiohttp.ClientSession | None = None
         if self.panel_url.startswith("http://") and not is_loopback_host(self.panel_url):
             logger.warning(
@@ -88,7 +94,7 @@ class PteroClient:
             )
 
     def __repr__(self) -> str:
-        return f"PteroClient(panel_url={self.panel_url!r}, api_key={self._transport.masked_key!r})"
+        return f"PteroClient(panel_url={self.panel_url!r}, api_key={self._api.masked_key!r})"
 
     async def __aenter__(self) -> PteroClient:
         return self
@@ -105,18 +111,18 @@ class PteroClient:
         """Close the connections this client opened (a caller's session stays open)."""
         links, self._links = self._links, None
         try:
-            await self._transport.aclose()
+            await self._api.aclose()
         finally:
             if links is not None:
                 await links.close()
 
     def _link_session(self) -> aiohttp.ClientSession:
         """The session for signed links: never the panel's, so no panel header or cookie."""
-        if self._transport.closed:
+        if self._api.closed:
             raise PteroError("this client is closed")
         if self._links is None:
             self._links = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ssl=self._transport.ssl),
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
                 read_bufsize=LINK_READ_BUFFER,
@@ -127,21 +133,16 @@ class PteroClient:
     @property
     def rate_limit(self) -> RateLimit | None:
         """The panel's rate limit as of the last answer, or None before any."""
-        return self._transport.rate_limit
+        return self._api.rate_limit
 
     def backups(self, server: str) -> BackupsResource:
         """The backups of one server (its 8-character short id or its UUID)."""
-        return BackupsResource(self, server)
+        return BackupsResource(self._api, server, links=self._link_session)
 
     async def servers_page(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> Page[Server]:
         """One page of the servers this key can see."""
         params = {"page": check_page(page), "per_page": clamp_per_page(per_page)}
-        response = await self._transport.request("GET", "", params=params)
-        what = f"{response.method} {response.url}"
-        try:
-            return self._converter.server_page(self._converter.decode(response.body, what), what)
-        except ResponseValidationError as exc:
-            raise self._transport.scrub(exc) from exc.__cause__
+        return await self._api.call("GET", "", self._api.converter.server_page, params=params)
 
     def servers(self) -> AsyncIterator[Server]:
         """Every server this key can see, fetched page by page as you iterate."""
@@ -170,12 +171,11 @@ class PteroClient:
         others: every target gets a ``DownloadOutcome``, in the order of ``targets``.
         Cancelling the call cancels every download (and leaves no ``.part`` behind).
         """
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidArgumentError(f"concurrency must be an integer ≥ 1: {concurrency!r}")
+        check_int("concurrency", concurrency, minimum=1)
         directory = pathlib.Path(os.fspath(dest_dir))
         plan = [self._plan_target(target, directory) for target in targets]
         try:
-            await anyio.to_thread.run_sync(lambda: directory.mkdir(parents=True, exist_ok=True))
+            await _fs.makedirs(directory)
         except OSError as exc:
             raise DownloadError(f"cannot create {directory}: {exc}") from exc
         outcomes: list[DownloadOutcome | None] = [None] * len(plan)
@@ -211,6 +211,11 @@ class PteroClient:
             for index, (resource, uuid, backup, dest) in enumerate(plan):
                 tg.start_soon(one, index, resource, uuid, backup, dest)
         return [outcome for outcome in outcomes if outcome is not None]
+
+    @property
+    def transport(self) -> Transport:
+        """The transport of API calls."""
+        return self._api.transport
 
     def _plan_target(
         self, target: object, directory: pathlib.Path

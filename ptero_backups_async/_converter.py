@@ -148,7 +148,6 @@ class WireConverter:
         conv = make_converter(forbid_extra_keys=strict)
         for tp in (str, int, bool):
             conv.register_structure_hook(tp, _strict(tp))
-        conv.register_structure_hook(float, _structure_float)
         conv.register_structure_hook(datetime, _structure_datetime)
         conv.register_structure_hook_func(lambda tp: tp == list[str], _structure_str_list)
         # Server objects carry dozens of fields this SDK does not model: never strict there.
@@ -277,12 +276,6 @@ def _problems_text(exc: cattrs.BaseValidationError) -> str:
     text = "; ".join(problems[:_PROBLEMS_SHOWN])
     more = len(problems) - _PROBLEMS_SHOWN
     return text + (f"; … ({more:,} more problems)" if more > 0 else "")
-
-
-def _structure_float(value: Any, _: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise TypeError(f"expected a number, got {type(value).__name__}")
 
 
 def _page(items: tuple[T, ...], meta: _ListMeta) -> Page[T]:

@@ -23,12 +23,13 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import aiohttp
 import anyio
 import anyio.abc
 
+from . import _fs
 from ._errors import (
     MAX_HISTORY_ENTRY,
     BackupFailedError,
@@ -42,19 +43,42 @@ from ._errors import (
 )
 from ._filelock import LOCK_SUFFIX, PathLock
 from ._models import Backup, BackupState, Checksum, DownloadProgress, DownloadResult
-from ._sansio import parse_retry_after
+from ._sansio import backup_uuid, check_int, parse_retry_after
 
 if sys.version_info < (3, 11):  # pragma: no cover - depends on the interpreter
     from exceptiongroup import BaseExceptionGroup
 
-if TYPE_CHECKING:
-    from ._backups import BackupsResource
-
-__all__ = ["BATCH", "DEFAULT_MIN_RATE", "ProgressCallback", "download_backup", "hash_file"]
+__all__ = [
+    "BATCH",
+    "DEFAULT_MIN_RATE",
+    "BackupSource",
+    "LinkSession",
+    "ProgressCallback",
+    "download_backup",
+    "hash_file",
+]
 
 logger = logging.getLogger("ptero_backups_async")
 
 ProgressCallback = Callable[[DownloadProgress], object]
+#: Hands out the session for signed links (no panel header, cookie or decompression).
+LinkSession = Callable[[], aiohttp.ClientSession]
+
+
+class BackupSource(Protocol):
+    """What the downloader needs of the panel: the backup's record and a fresh link."""
+
+    @property
+    def server(self) -> str:
+        """The server's id, for messages."""
+
+    async def get(self, backup_or_uuid: Backup | str) -> Backup:
+        """The backup as the panel sees it now."""
+
+    async def download_url(self, backup_or_uuid: Backup | str) -> str:
+        """A fresh signed link to the archive."""
+
+
 T = TypeVar("T")
 
 #: Bytes handed to the worker thread at once: large enough that the thread hop is noise.
@@ -257,8 +281,8 @@ def _names_a_directory(raw: str) -> bool:
     return raw.endswith(os.sep) or (os.altsep is not None and raw.endswith(os.altsep))
 
 
-def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
-    """The final path for ``dest`` (blocking: it looks at the filesystem).
+async def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
+    """The final path for ``dest``.
 
     An existing directory, or a path ending in a separator (created later), receives
     ``<uuid>.tar.gz``; anything else is the file path itself.
@@ -274,12 +298,8 @@ def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
         ) from None
     if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
         raise InvalidArgumentError(f"destination {raw[:60]!r}… has a name over {NAME_MAX} bytes")
-    path = pathlib.Path(raw).expanduser()
-    try:
-        is_dir = _names_a_directory(raw) or path.is_dir()
-    except OSError as exc:
-        raise InvalidArgumentError(f"destination {raw!r} is not usable: {exc}") from exc
-    if is_dir:
+    path = pathlib.Path(os.path.expanduser(raw))  # noqa: ASYNC240 - no I/O: reads $HOME
+    if _names_a_directory(raw) or await _fs.is_dir(path):
         # The name comes from the validated UUID, never from a header or the backup's name.
         return path / f"{uuid}.tar.gz"
     if len(path.name.encode()) + max(len(".part"), len(LOCK_SUFFIX)) > NAME_MAX:
@@ -292,7 +312,8 @@ class _Download:
 
     def __init__(
         self,
-        resource: BackupsResource,
+        source: BackupSource,
+        links: LinkSession,
         backup: Backup,
         final: pathlib.Path,
         *,
@@ -302,18 +323,19 @@ class _Download:
         max_attempts: int,
         min_rate: float | None,
     ) -> None:
-        self.resource = resource
+        self.source = source
+        self.server = source.server
+        self.links = links
         self.backup = backup
         self.final = final
         self.part = final.with_name(final.name + ".part")
-        self.verify = verify
         self.expected = backup.checksum if verify else None
         self.algorithm = backup.checksum.algorithm if backup.checksum else "sha256"
         self.total: int | None = backup.bytes or None
         self.read_timeout = read_timeout
         self.max_attempts = max_attempts
         self.min_rate = min_rate
-        self.progress = _Progress(progress, resource.server, backup.uuid, self.total)
+        self.progress = _Progress(progress, source.server, backup.uuid, self.total)
         self.history: list[str] = []
         self.ranges = False  # the link host has shown it honours Range
         self.etag: str | None = None
@@ -321,7 +343,7 @@ class _Download:
 
     def _fail(self, message: str, exc: BaseException | None = None) -> DownloadError:
         error = DownloadError(
-            f"download of backup {self.backup.uuid} (server {self.resource.server}) to "
+            f"download of backup {self.backup.uuid} (server {self.server}) to "
             f"{self.final} failed: {message}",
             attempts=len(self.history),
             history=tuple(self.history),
@@ -358,7 +380,7 @@ class _Download:
                     self.history.append(f"checksum mismatch: got {actual}")
                     if self.mismatch_retried or len(self.history) >= self.max_attempts:
                         raise ChecksumMismatchError(
-                            f"backup {self.backup.uuid} (server {self.resource.server}): the "
+                            f"backup {self.backup.uuid} (server {self.server}): the "
                             f"downloaded bytes hash to {actual}, the panel announced "
                             f"{self.expected}",
                             expected=self.expected,
@@ -387,12 +409,12 @@ class _Download:
                     attempts=len(self.history),
                 )
         finally:
-            # Synchronous on purpose: it must run even while this task is being cancelled.
-            sink.discard()
+            # Shielded: it must finish even while this task is being cancelled.
+            await _fs.run_shielded(sink.discard)
 
     async def _thread(self, func: Callable[..., T], *args: object) -> T:
         try:
-            return await anyio.to_thread.run_sync(func, *args)
+            return await _fs.run(func, *args)
         except OSError as exc:
             raise self._fail(f"{exc.strerror or exc} ({self.part})", exc) from exc
 
@@ -403,7 +425,7 @@ class _Download:
 
     async def _attempt(self, sink: _Sink) -> None:
         # Errors of the panel API (the backup vanished, the key was revoked) propagate as is.
-        url = await self.resource.download_url(self.backup.uuid)
+        url = await self.source.download_url(self.backup.uuid)
         offset = sink.size
         headers = {"Accept-Encoding": "identity"}
         if offset and self.ranges:
@@ -413,7 +435,7 @@ class _Download:
         elif offset:
             await self._restart(sink)
             offset = 0
-        session = self.resource._client._link_session()
+        session = self.links()
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.read_timeout, sock_read=self.read_timeout
         )
@@ -600,24 +622,19 @@ def _check_min_rate(min_rate: float | None) -> float | None:
     return float(min_rate)
 
 
-def _existing(
+async def _existing(
     final: pathlib.Path, uuid: str, checksum: Checksum | None, overwrite: bool
 ) -> DownloadResult | None:
     """What is at the final path: a verified copy (returned), nothing, or in the way.
 
-    Blocking (it may hash a large file): call it from a thread. A verified file can be read
-    without the lock, since it only ever appears there by an atomic rename.
+    A verified file can be read without the lock, since it only ever appears there by an
+    atomic rename.
     """
-    try:
-        os.stat(final, follow_symlinks=False)
-    except FileNotFoundError:
+    if not await _fs.exists(final):
         return None
-    try:
-        info: os.stat_result | None = os.stat(final)  # a symlink to a verified copy counts
-    except FileNotFoundError:
-        info = None  # a dangling symlink
+    info = await _fs.stat(final)  # a symlink to a verified copy counts; None if dangling
     if checksum is not None and info is not None and stat.S_ISREG(info.st_mode):
-        existing = hash_file(final, checksum.algorithm)
+        existing = await _fs.run(hash_file, final, checksum.algorithm)
         if existing == checksum:
             return DownloadResult(
                 path=final,
@@ -636,12 +653,9 @@ def _existing(
     return None
 
 
-def _prepare(final: pathlib.Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-
-
 async def download_backup(
-    resource: BackupsResource,
+    source: BackupSource,
+    links: LinkSession,
     backup_or_uuid: Backup | str,
     dest: str | os.PathLike[str],
     *,
@@ -652,32 +666,33 @@ async def download_backup(
     max_attempts: int = 5,
     min_rate: float | None = DEFAULT_MIN_RATE,
 ) -> DownloadResult:
-    """Download a completed backup to ``dest``, verified and atomically; see ``download``."""
-    from ._backups import backup_uuid
+    """Download a completed backup to ``dest``, verified and atomically; see ``download``.
 
+    ``source`` answers for the backup's record and fresh links; ``links`` hands out the
+    session the link GETs go through.
+    """
     uuid = backup_uuid(backup_or_uuid)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidArgumentError(f"max_attempts must be an integer ≥ 1: {max_attempts!r}")
+    check_int("max_attempts", max_attempts, minimum=1)
     if not read_timeout > 0:
         raise InvalidArgumentError(f"read_timeout must be > 0: {read_timeout!r}")
     min_rate = _check_min_rate(min_rate)
-    final = await anyio.to_thread.run_sync(_destination, dest, uuid)
+    final = await _destination(dest, uuid)
+    server = source.server
     backup = backup_or_uuid if isinstance(backup_or_uuid, Backup) else None
     if backup is None or backup.state is not BackupState.COMPLETED:
-        backup = await resource.get(uuid)
+        backup = await source.get(uuid)
     if backup.state is BackupState.CREATING:
         raise BackupNotCompletedError(
-            f"backup {uuid} of server {resource.server} is still being created; "
-            "wait() for it first",
+            f"backup {uuid} of server {server} is still being created; wait() for it first",
             backup=backup,
         )
     if backup.state is BackupState.FAILED:
         raise BackupFailedError(
-            f"backup {uuid} of server {resource.server} failed and has no archive", backup=backup
+            f"backup {uuid} of server {server} failed and has no archive", backup=backup
         )
     if verify and backup.checksum is None:
         raise DownloadError(
-            f"backup {uuid} of server {resource.server} has "
+            f"backup {uuid} of server {server} has "
             + (
                 f"a checksum the SDK cannot verify: {backup.checksum_raw!r}"
                 if backup.checksum_raw
@@ -688,18 +703,14 @@ async def download_backup(
     lock = PathLock(final)
     try:
         try:
-            await anyio.to_thread.run_sync(_prepare, final)
-            existing = await anyio.to_thread.run_sync(
-                _existing, final, uuid, backup.checksum, overwrite
-            )
+            await _fs.makedirs(final.parent)
+            existing = await _existing(final, uuid, backup.checksum, overwrite)
             if existing is not None:
                 return existing
             # One download per final path: another one (here or in another process) may be
             # writing it; wait for it, then look again.
             await lock.acquire()
-            existing = await anyio.to_thread.run_sync(
-                _existing, final, uuid, backup.checksum, overwrite
-            )
+            existing = await _existing(final, uuid, backup.checksum, overwrite)
             if existing is not None:
                 return existing
         except OSError as exc:
@@ -707,7 +718,8 @@ async def download_backup(
                 raise
             raise DownloadError(f"cannot prepare {final}: {exc}") from exc
         return await _Download(
-            resource,
+            source,
+            links,
             backup,
             final,
             verify=verify,
@@ -717,4 +729,4 @@ async def download_backup(
             min_rate=min_rate,
         ).run()
     finally:
-        lock.release()
+        await lock.release()

@@ -22,6 +22,8 @@ import pathlib
 
 import anyio
 
+from . import _fs
+
 __all__ = ["LOCK_SUFFIX", "PathLock"]
 
 logger = logging.getLogger("ptero_backups_async")
@@ -50,7 +52,7 @@ class PathLock:
         """Wait (cancellably, without blocking the loop) until this object holds the lock."""
         pause = FIRST_POLL
         waited = False
-        while not await anyio.to_thread.run_sync(self._try):
+        while not await _fs.run(self._try):
             if not waited:
                 logger.info("%s: another download to this path is running; waiting", self.target)
                 waited = True
@@ -91,8 +93,12 @@ class PathLock:
         self._fd = fd
         return True
 
-    def release(self) -> None:
-        """Remove the lock file and let go (synchronous, so it runs even under cancellation)."""
+    async def release(self) -> None:
+        """Remove the lock file and let go; finishes even while the caller is cancelled."""
+        if self._fd is not None:
+            await _fs.run_shielded(self._release)
+
+    def _release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return

@@ -6,18 +6,14 @@ import enum
 import pathlib
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from attrs import field, frozen
-
-if TYPE_CHECKING:
-    from ._errors import PteroError
+from attrs import frozen
 
 __all__ = [
     "Backup",
     "BackupState",
     "Checksum",
-    "DownloadOutcome",
     "DownloadProgress",
     "DownloadResult",
     "ErrorDetail",
@@ -136,18 +132,3 @@ class DownloadResult:
     verified: bool
     attempts: int
     skipped: bool = False
-
-
-@frozen
-class DownloadOutcome:
-    """The outcome of one target of ``download_many``: a result or an error."""
-
-    server: str
-    backup_uuid: str
-    result: DownloadResult | None = None
-    error: PteroError | None = field(default=None)
-
-    @property
-    def ok(self) -> bool:
-        """True when the download produced a file."""
-        return self.result is not None

@@ -21,7 +21,7 @@ from ._errors import (
     bound_text,
     status_error_class,
 )
-from ._models import Checksum, ErrorDetail, RateLimit
+from ._models import Backup, Checksum, ErrorDetail, RateLimit
 
 __all__ = [
     "DIGEST_SIZES",
@@ -141,6 +141,32 @@ def check_backup_uuid(uuid: object) -> str:
     if isinstance(uuid, str) and _UUID.fullmatch(uuid):
         return uuid
     raise InvalidArgumentError(f"invalid backup UUID {_snippet(uuid)}")
+
+
+def backup_uuid(backup_or_uuid: Backup | str) -> str:
+    """The UUID of a ``Backup`` or a UUID string, validated."""
+    if isinstance(backup_or_uuid, Backup):
+        return check_backup_uuid(backup_or_uuid.uuid)
+    return check_backup_uuid(backup_or_uuid)
+
+
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """``value`` if it is an integer (not a bool) of at least ``minimum``; raise otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an integer ≥ {minimum}, not {value!r}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be an integer ≥ {minimum}, not {value!r}")
+    return value
+
+
+def check_number(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """``value`` if it is a finite number > 0 (or ≥ 0); raise otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError(f"{name} must be a number, not {value!r}")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not low_ok or value != value or value == float("inf"):
+        raise InvalidArgumentError(f"{name} must be {'≥ 0' if allow_zero else '> 0'}: {value!r}")
+    return float(value)
 
 
 def normalize_panel_url(url: object) -> str:

@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from ptero_backups_async._cli import main
-from ptero_backups_async._cli._render import human_age, human_size
+from ptero_backups_async._cli._units import human_age, human_size
 from ptero_backups_async.testing import DownloadFault, FakePanel
 from ptero_backups_async.testing._models import FakeBackup
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ptero_backups_async._cli._render import visible
+from ptero_backups_async._cli._text import visible
 from ptero_backups_async.testing import DownloadFault, FakePanel
 
 from .conftest import cli

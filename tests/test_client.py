@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 from ptero_backups_async import (
@@ -33,6 +33,7 @@ from ptero_backups_async import (
 from ptero_backups_async.testing import FakePanel
 
 from .conftest import register_key
+from .faults._tools import fast_retries
 
 pytestmark = pytest.mark.anyio
 
@@ -158,20 +159,24 @@ async def test_restore_truncate_true_is_sent(panel: FakePanel, client: PteroClie
     assert json.loads(restores[-1].body) == {"truncate": True}
 
 
-async def test_two_503_then_success(panel: FakePanel, client: PteroClient) -> None:
+async def test_two_503_then_success(panel: FakePanel) -> None:
     server = panel.add_server()
     panel.add_backup(server)
     panel.inject(method="GET", path="/backups$", status=503, times=2)
     panel.clear_requests()
-    page = await client.backups(server.identifier).list_page()
+    transport, sleep = fast_retries()  # backoff is recorded, not waited for
+    async with PteroClient(panel.url, panel.api_key, transport=transport) as client:
+        page = await client.backups(server.identifier).list_page()
     assert len(page.items) == 1
     assert len(backup_requests(panel)) == 3
+    assert len(sleep.delays) == 2
 
 
 async def test_persistent_503_gives_server_error_after_the_retry_budget(panel: FakePanel) -> None:
     server = panel.add_server()
     panel.inject(method="GET", path="/backups$", status=503, times=10)
-    async with PteroClient(panel.url, panel.api_key, max_retries=2) as client:
+    transport, _ = fast_retries()
+    async with PteroClient(panel.url, panel.api_key, max_retries=2, transport=transport) as client:
         panel.clear_requests()
         with pytest.raises(ServerError) as info:
             await client.backups(server.identifier).list_page()
@@ -188,16 +193,6 @@ async def test_post_is_not_retried_after_a_5xx(panel: FakePanel, client: PteroCl
     assert len(backup_requests(panel, "POST")) == 1
 
 
-async def test_429_with_retry_after_1_succeeds_after_a_second(
-    panel: FakePanel, client: PteroClient
-) -> None:
-    server = panel.add_server()
-    panel.inject(method="GET", path="/backups$", status=429, headers={"Retry-After": "1"})
-    started = time.monotonic()
-    await client.backups(server.identifier).list_page()
-    assert time.monotonic() - started >= 1.0
-
-
 async def test_create_429_is_retried_but_a_long_retry_after_raises_at_once(
     panel: FakePanel, client: PteroClient
 ) -> None:
@@ -208,10 +203,8 @@ async def test_create_429_is_retried_but_a_long_retry_after_raises_at_once(
     assert first.state is BackupState.CREATING or first.state is BackupState.COMPLETED
     await backups.create(name="b")
     # The panel's creation throttle: 2 per 600 s, Retry-After far beyond the 60 s cap.
-    started = time.monotonic()
-    with pytest.raises(RateLimitError) as info:
+    with anyio.fail_after(10), pytest.raises(RateLimitError) as info:
         await backups.create(name="c")
-    assert time.monotonic() - started < 5
     assert info.value.retry_after is not None
     assert info.value.retry_after > 60
 
@@ -308,13 +301,11 @@ async def test_wait_times_out() -> None:
         server = panel.add_server()
         async with PteroClient(panel.url, register_key(panel.api_key)) as client:
             created = await client.backups(server.identifier).create()
-            started = time.monotonic()
-            with pytest.raises(WaitTimeoutError) as info:
+            with anyio.fail_after(10), pytest.raises(WaitTimeoutError) as info:
                 await client.backups(server.identifier).wait(
                     created, timeout=0.3, poll_interval=0.05
                 )
             assert isinstance(info.value, TimeoutError)
-            assert time.monotonic() - started < 2
 
 
 async def test_wait_raises_not_found_when_the_backup_disappears(
@@ -433,31 +424,24 @@ async def test_stall_is_api_timeout_error(panel: FakePanel) -> None:
     server = panel.add_server()
     panel.inject(method="GET", path="/backups$", kind="stall", delay=5, times=5)
     async with PteroClient(panel.url, panel.api_key, timeout=0.2, max_retries=1) as client:
-        started = time.monotonic()
-        with pytest.raises(APITimeoutError) as info:
+        with anyio.fail_after(10), pytest.raises(APITimeoutError) as info:
             await client.backups(server.identifier).list_page()
     assert isinstance(info.value, TimeoutError)
-    assert time.monotonic() - started < 3
+    assert len(backup_requests(panel)) == 2
 
 
-async def test_rate_limit_is_tracked_and_paced() -> None:
-    async with FakePanel(rate_limit=5, rate_limit_period=1.0) as panel:
+async def test_rate_limit_headers_are_tracked() -> None:
+    # Pacing on them is timed on a fake clock in test_panel_logic.py.
+    async with FakePanel(rate_limit=50, rate_limit_period=60.0) as panel:
         server = panel.add_server()
         async with PteroClient(panel.url, register_key(panel.api_key)) as client:
-            # The panels count per minute; this fake one per second.
-            client._transport.rate_window = 1.0
             assert client.rate_limit is None
             backups = client.backups(server.identifier)
-            started = time.monotonic()
-            for _ in range(12):
+            for _ in range(3):
                 await backups.list_page()
-            elapsed = time.monotonic() - started
             assert client.rate_limit is not None
-            assert client.rate_limit.limit == 5
-    statuses = [r.status for r in panel.api_requests()]
-    # 12 requests at 5 a second: paced into three windows, without a single 429.
-    assert statuses == [200] * 12
-    assert 2.0 <= elapsed < 6
+            assert client.rate_limit.limit == 50
+            assert client.rate_limit.remaining == 47
 
 
 async def test_callers_session_is_used_and_left_open(panel: FakePanel) -> None:
@@ -493,22 +477,6 @@ def test_plain_http_to_a_remote_panel_warns(caplog: pytest.LogCaptureFixture) ->
         PteroClient("http://127.0.0.1:8080", "ptlc_" + "k" * 43)
     warnings = [r for r in caplog.records if "plain http" in r.getMessage()]
     assert len(warnings) == 1
-
-
-async def test_max_concurrency_caps_requests_in_flight(panel: FakePanel) -> None:
-    import anyio
-
-    server = panel.add_server()
-    panel.inject(method="GET", path="/backups$", kind="stall", delay=0.3, times=6)
-    async with PteroClient(panel.url, panel.api_key, max_concurrency=2) as client:
-        backups = client.backups(server.identifier)
-        started = time.monotonic()
-        async with anyio.create_task_group() as tg:
-            for _ in range(6):
-                tg.start_soon(backups.list_page)
-        elapsed = time.monotonic() - started
-    # Six 0.3 s requests, two at a time: three rounds.
-    assert elapsed >= 0.85
 
 
 async def test_prune_keeps_the_newest_successful_and_every_locked(

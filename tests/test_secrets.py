@@ -29,6 +29,7 @@ from ptero_backups_async import (
     ResponseValidationError,
     ServerError,
 )
+from ptero_backups_async._sansio import mask_key
 from ptero_backups_async.testing import DownloadFault, FakePanel
 
 from .conftest import register_key
@@ -135,8 +136,10 @@ async def test_debug_logs_never_contain_the_key(
     backup = panel.add_backup(server, content=os.urandom(200_000))
     echo = {"errors": [{"code": "HttpException", "status": "500", "detail": f"bad key {key}"}]}
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    async with PteroClient(panel.url, key, timeout=0.3, max_retries=5) as client:
-        fast_retries(client)
+    transport, _ = fast_retries()
+    async with PteroClient(
+        panel.url, key, timeout=0.3, max_retries=5, transport=transport
+    ) as client:
         backups = client.backups(server.identifier)
         panel.inject(method="GET", path="/backups$", status=503)
         panel.inject(method="GET", path="/backups$", status=429, headers={"Retry-After": "1"})
@@ -176,7 +179,7 @@ def test_repr_and_str_show_the_key_masked(key: str) -> None:
     client = PteroClient("https://panel.example.com", key)
     shown = [repr(client), str(client), f"{client!r}", repr(client.backups("d3aac109"))]
     assert_no_key(key, shown)
-    masked = client._transport.masked_key
+    masked = mask_key(key)
     assert masked in repr(client)
     prefix, _, tail = masked.partition("…")
     assert len(tail) <= 4
@@ -345,8 +348,8 @@ async def test_an_untrusted_certificate_is_refused_once_not_retried(
 ) -> None:
     panel, relay = tls_panel
     server = panel.add_server()
-    async with PteroClient(relay.url, panel.api_key, max_retries=3) as client:
-        sleep = fast_retries(client)
+    transport, sleep = fast_retries()
+    async with PteroClient(relay.url, panel.api_key, max_retries=3, transport=transport) as client:
         with pytest.raises(APIConnectionError) as info:
             await client.backups(server.identifier).list_page()
     error = info.value
@@ -471,4 +474,4 @@ def test_plain_http_to_a_remote_panel_warns_without_any_traffic(
     warnings = [r for r in caplog.records if "plain http" in r.getMessage()]
     assert len(warnings) == (1 if warns else 0)
     assert_no_key(key, [r.getMessage() for r in caplog.records])
-    assert client._transport._session is None  # nothing opened
+    assert client.rate_limit is None  # no_io: constructing it sent nothing

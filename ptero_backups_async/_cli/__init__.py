@@ -5,6 +5,31 @@
 configuration error, 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM), 129 hung up
 (SIGHUP). Each of these signals cancels the running task first, so downloads remove their
 ``.part`` files.
+
+Layers: a module imports only modules listed below it (imports inside functions and under
+``TYPE_CHECKING`` count too). The one lazy import is ``_app`` in ``main()``: without ``rich``,
+``main()`` says which extra to install instead of failing with a traceback.
+
+    module      job                                   imports from _cli
+    __init__    main(): parse, check for rich         _parser, _context, (_app)
+    _app        run(): event loop, logging, codes     _commands, _demo, _signals, _context, R
+    _demo       ``demo``: the job on a FakePanel      _commands, _sync, _context, R
+    _commands   the subcommands                       _prompt, _sync, _context, _report, R
+    _prompt     the confirmation question             _signals, _context
+    _signals    stop signals: cancel, exit codes      _context
+    _sync       downloads, mirrors; TransferView      _documents, _text, _report
+    ── R: render, split by what it renders ─────────────────────────────────────────────────
+    _tables     tables, the sync's summary line       _describe, _text, _units, _report
+    _documents  ``--json`` documents, manifests       _describe, _text, _report
+    _progress   download bars, spinner                _text, _units
+    _console    the two consoles, headings            _text
+    _describe   checksums, errors, backups in words   _text, _units, _report
+    _text       visible(): panel text made safe       —
+    _units      human sizes, rates, durations, ages   —
+    ── leaves ──────────────────────────────────────────────────────────────────────────────
+    _context    Context, UsageError/Refused/…, codes  —
+    _report     what a sync did (plain data)          —
+    _parser     the argument parser (no rich)         —
 """
 
 from __future__ import annotations
@@ -12,6 +37,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from ._context import EXIT_USAGE
 from ._parser import build_parser
 
 __all__ = ["main"]
@@ -27,12 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse already reported
-        return exc.code if isinstance(exc.code, int) else 2
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         import rich  # noqa: F401
     except ImportError:
         print(EXTRA_MISSING, file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    # Imported only now: everything from here on needs rich.
     from ._app import run
 
     return run(args)

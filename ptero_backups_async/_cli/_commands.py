@@ -8,31 +8,26 @@ import time
 from collections.abc import Sequence
 
 from .._backups import BackupsResource
-from .._models import Backup, BackupState, DownloadOutcome
+from .._models import Backup, BackupState
+from .._outcome import DownloadOutcome
 from .._sansio import check_server_id
-from ._app import EXIT_FAILED, EXIT_OK, Context, UsageError, require_terminal
-from ._render import (
+from ._context import EXIT_FAILED, EXIT_OK, Context, UsageError
+from ._describe import describe_backup, error_brief, rejected_line
+from ._documents import backup_json, downloads_json, emit_json, server_json, sync_json
+from ._progress import TransferProgress, spinner
+from ._prompt import confirm, require_terminal
+from ._report import Rejected
+from ._sync import sync_servers, transfer, usable_backups
+from ._tables import (
     FULL_CHECKSUM_WIDTH,
-    TransferProgress,
-    backup_json,
     backups_table,
-    describe_backup,
-    error_brief,
-    human_duration,
-    human_rate,
-    human_size,
-    outcome_json,
     outcomes_table,
-    quoted,
-    safe_markup,
-    server_json,
     servers_table,
-    spinner,
-    sync_json,
     sync_summary,
     sync_table,
 )
-from ._sync import Rejected, sync_servers, transfer, usable_backups
+from ._text import quoted, safe_markup
+from ._units import human_duration, human_rate, human_size
 
 __all__ = [
     "cmd_create",
@@ -78,7 +73,7 @@ async def wait_visibly(
 
 def _show_backup(ctx: Context, backup: Backup, title: str) -> None:
     if ctx.json:
-        ctx.emit(backup_json(backup))
+        emit_json(backup_json(backup))
     else:
         wide = ctx.out.width >= FULL_CHECKSUM_WIDTH
         ctx.out.print(backups_table([backup], title=title, full_checksums=wide))
@@ -89,7 +84,7 @@ async def cmd_servers(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.client() as client:
         servers = [s async for s in client.servers()]
     if ctx.json:
-        ctx.emit([server_json(s) for s in servers])
+        emit_json([server_json(s) for s in servers])
     elif servers:
         ctx.out.print(servers_table(servers))
     else:
@@ -102,7 +97,7 @@ async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.client() as client:
         backups = [b async for b in client.backups(args.server).list()]
     if ctx.json:
-        ctx.emit([backup_json(b) for b in backups])
+        emit_json([backup_json(b) for b in backups])
     elif backups:
         ctx.out.print(
             backups_table(
@@ -181,18 +176,7 @@ def _report_downloads(
     failed = [o for o in outcomes if o.result is None]
     size = sum(r.bytes for r in fetched)
     if ctx.json:
-        ctx.emit(
-            {
-                "dest": str(dest),
-                "downloaded": len(fetched),
-                "skipped": skipped,
-                "failed": len(failed),
-                "rejected": [r.json() for r in rejected],
-                "bytes": size,
-                "seconds": round(seconds, 3),
-                "results": [outcome_json(o) for o in outcomes],
-            }
-        )
+        emit_json(downloads_json(outcomes, dest, seconds, rejected))
     else:
         wide = ctx.out.width >= FULL_CHECKSUM_WIDTH
         title = safe_markup(f"Downloads in {dest}")
@@ -212,7 +196,7 @@ def _report_failures(
     """One short line per failed download or rejected entry on stderr (the table or JSON has
     the detail)."""
     for entry in rejected:
-        ctx.err.print(f"error: {safe_markup(entry.message())}", soft_wrap=True)
+        ctx.err.print(f"error: {safe_markup(rejected_line(entry))}", soft_wrap=True)
     for outcome in failed:
         assert outcome.error is not None
         ctx.err.print(
@@ -265,7 +249,7 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
                 client, view, servers, dest, concurrency=args.concurrency, min_rate=args.min_rate
             )
     if ctx.json:
-        ctx.emit(sync_json(report))
+        emit_json(sync_json(report))
     else:
         ctx.out.print(sync_table(report))
         ctx.out.print(sync_summary(report))
@@ -278,7 +262,7 @@ async def cmd_prune(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.client() as client:
         doomed = await client.backups(args.server).prune(keep=args.keep, dry_run=args.dry_run)
     if ctx.json:
-        ctx.emit(
+        emit_json(
             {
                 "server": args.server,
                 "keep": args.keep,
@@ -301,7 +285,7 @@ async def _set_lock(ctx: Context, args: argparse.Namespace, locked: bool) -> int
         resource = client.backups(args.server)
         backup = await (resource.lock if locked else resource.unlock)(args.backup)
     if ctx.json:
-        ctx.emit(backup_json(backup))
+        emit_json(backup_json(backup))
     else:
         state = "locked" if backup.is_locked else "unlocked"
         ctx.out.print(f"backup {safe_markup(describe_backup(backup))} is {state}")
@@ -326,13 +310,14 @@ async def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
         resource = client.backups(args.server)
         if not args.yes:
             backup = await resource.get(args.backup)
-            ctx.confirm(
+            confirm(
+                ctx.err,
                 f"Delete backup {safe_markup(describe_backup(backup))} of server {args.server}? "
-                "[bold]This cannot be undone.[/]"
+                "[bold]This cannot be undone.[/]",
             )
         await resource.delete(args.backup)
     if ctx.json:
-        ctx.emit({"server": args.server, "deleted": args.backup})
+        emit_json({"server": args.server, "deleted": args.backup})
     else:
         ctx.out.print(f"deleted backup {args.backup} of server {args.server}")
     return EXIT_OK
@@ -364,10 +349,10 @@ async def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
                 f"Restore server {args.server} from backup {safe_markup(describe_backup(backup))}."
             )
             ctx.err.print(restore_warning(args.truncate))
-            ctx.confirm("Restore now?")
+            confirm(ctx.err, "Restore now?")
         await resource.restore(args.backup, truncate=args.truncate)
     if ctx.json:
-        ctx.emit({"server": args.server, "restoring": args.backup, "truncate": args.truncate})
+        emit_json({"server": args.server, "restoring": args.backup, "truncate": args.truncate})
     else:
         ctx.out.print(
             f"restore of server {args.server} from backup {args.backup} started"

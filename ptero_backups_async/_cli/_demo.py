@@ -13,29 +13,27 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 
+import anyio
+
 from .._client import PteroClient
 from .._sansio import mask_key
-from ._app import EXIT_FAILED, EXIT_OK, Context
+from ..testing import DownloadFault, FakePanel
 from ._commands import wait_visibly
-from ._render import (
+from ._console import heading
+from ._context import EXIT_FAILED, EXIT_OK, Context
+from ._documents import backup_json, emit_json, outcome_json, sync_json
+from ._progress import TransferProgress
+from ._sync import sync_servers, transfer
+from ._tables import (
     FULL_CHECKSUM_WIDTH,
-    TransferProgress,
-    backup_json,
     backups_table,
-    heading,
-    human_duration,
-    human_rate,
-    human_size,
-    outcome_json,
     outcomes_table,
-    quoted,
-    safe_markup,
     servers_table,
-    sync_json,
     sync_summary,
     sync_table,
 )
-from ._sync import sync_servers, transfer
+from ._text import quoted, safe_markup
+from ._units import human_duration, human_rate, human_size
 
 __all__ = ["cmd_demo", "demo_archive"]
 
@@ -73,17 +71,17 @@ def _files_under(dest: pathlib.Path) -> tuple[int, int]:
 async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
     """``demo``: create → wait → download verified → sync every server → summary."""
     keep = args.dest is not None
-    dest = args.dest if keep else _temp_dir()
+    dest = args.dest if keep else await anyio.to_thread.run_sync(_temp_dir)
     try:
         return await _demo(ctx, args.dialect, dest, keep)
     finally:
         if not keep:
-            _remove_tree(dest)  # synchronous: it must run during cancellation too
+            # Shielded: the directory goes during a cancellation (Ctrl-C, SIGTERM) too.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_remove_tree, dest)
 
 
 async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> int:
-    from ..testing import DownloadFault, FakePanel
-
     started = time.monotonic()
     rng = random.Random()
     show = not ctx.json
@@ -165,12 +163,12 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
             if show:
                 out.print(sync_summary(again) + f" · {links} download links requested")
 
-    files, size = _files_under(dest)
+    files, size = await anyio.to_thread.run_sync(_files_under, dest)
     recovered = [o for o in report.outcomes if o.result is not None and o.result.attempts > 1]
     failed = report.failed + again.failed + sum(1 for o in single if o.result is None)
     seconds = time.monotonic() - started
     if ctx.json:
-        ctx.emit(
+        emit_json(
             {
                 "dialect": dialect,
                 "created": backup_json(done),

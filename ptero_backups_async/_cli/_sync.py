@@ -1,4 +1,8 @@
-"""Downloads shared by ``download``, ``sync`` and ``demo``: batches, mirrors and manifests."""
+"""Downloads shared by ``download``, ``sync`` and ``demo``: batches, mirrors and manifests.
+
+They report to a ``TransferView`` (a protocol), not to a display: ``_progress.TransferProgress``
+is the rich one.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,22 @@ import pathlib
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from .._client import PteroClient
 from .._download import DEFAULT_MIN_RATE
 from .._errors import InvalidArgumentError
-from .._models import Backup, BackupState, DownloadOutcome
+from .._models import Backup, BackupState, DownloadProgress
+from .._outcome import DownloadOutcome
 from .._sansio import check_backup_uuid, check_server_id
-from ._render import TransferProgress, checksum_text, json_text, quoted, visible
+from ._documents import manifest_json
+from ._report import Rejected, ServerSync, SyncReport
+from ._text import json_text
 
 __all__ = [
-    "MANIFEST",
-    "Rejected",
-    "ServerSync",
-    "SyncReport",
+    "TransferView",
     "label_for",
     "sync_servers",
     "transfer",
@@ -32,33 +35,18 @@ __all__ = [
     "write_json_atomic",
 ]
 
-MANIFEST = "manifest.json"
 
+class TransferView(Protocol):
+    """What a batch of downloads reports to: the downloads ahead, their bytes, their ends."""
 
-@dataclass(frozen=True)
-class Rejected:
-    """An entry of the panel's listing that cannot be acted on (an id the SDK refuses).
+    def expect(self, uuid: str, label: str, size: int | None) -> None:
+        """A download is coming: its backup, a short label, its size if known."""
 
-    ``server`` and ``uuid`` are exactly what the panel sent; ``uuid`` is None when the server
-    itself is the rejected entry. It is reported and left out; the rest of the job goes on.
-    """
+    def update(self, event: DownloadProgress) -> None:
+        """The SDK's ``progress`` callback, called from the event loop."""
 
-    server: str
-    uuid: str | None
-    reason: str
-
-    def json(self) -> dict[str, Any]:
-        """The entry as JSON (exact values: JSON escapes what needs escaping)."""
-        return {"server": self.server, "uuid": self.uuid, "reason": self.reason}
-
-    def message(self) -> str:
-        """One line for stderr, naming the server and the id (sanitized, not markup)."""
-        if self.uuid is None:
-            return f"skipped server {quoted(self.server)} from the panel's listing: {self.reason}"
-        return (
-            f"server {visible(self.server)}: skipped backup {quoted(self.uuid)} from the panel's "
-            f"listing: {self.reason}"
-        )
+    def settle(self, outcomes: Iterable[DownloadOutcome]) -> None:
+        """These downloads are over (verified, skipped or failed)."""
 
 
 def usable_backups(server: str, backups: Iterable[Backup]) -> tuple[list[Backup], list[Rejected]]:
@@ -87,7 +75,7 @@ def label_for(backup: Backup | str, server: str | None = None) -> str:
 
 async def transfer(
     client: PteroClient,
-    view: TransferProgress,
+    view: TransferView,
     server: str,
     targets: Sequence[Backup | str],
     dest: pathlib.Path,
@@ -97,7 +85,7 @@ async def transfer(
     verify: bool = True,
     min_rate: float | None = DEFAULT_MIN_RATE,
 ) -> list[DownloadOutcome]:
-    """Download ``targets`` of one server into ``dest`` with ``download_many``, showing bars."""
+    """Download ``targets`` of one server into ``dest``, reporting to ``view``."""
     for target in targets:
         uuid = target.uuid if isinstance(target, Backup) else target
         size = target.bytes if isinstance(target, Backup) else None
@@ -116,7 +104,10 @@ async def transfer(
 
 
 def write_json_atomic(path: pathlib.Path, doc: Any) -> None:
-    """Write JSON to ``path`` atomically: a temporary file in the same directory, then rename."""
+    """Write JSON to ``path`` atomically: a temporary file in the same directory, then rename.
+
+    Blocking: from async code, run it in a worker thread.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -132,93 +123,9 @@ def write_json_atomic(path: pathlib.Path, doc: Any) -> None:
         raise
 
 
-@dataclass
-class ServerSync:
-    """The mirror of one server: its completed backups and what happened to each."""
-
-    server: str
-    directory: pathlib.Path
-    backups: list[Backup]
-    #: Completed backups of the listing that could not be synced (an unusable UUID).
-    rejected: list[Rejected] = field(default_factory=list)
-    outcomes: list[DownloadOutcome] = field(default_factory=list)
-
-    @property
-    def manifest(self) -> pathlib.Path:
-        """Where the manifest is written."""
-        return self.directory / MANIFEST
-
-    def manifest_doc(self) -> dict[str, Any]:
-        """The manifest: every backup that is now on disk and verified (``backups``), and
-        every completed backup of the listing left out for an unusable id (``rejected``)."""
-        present = {o.backup_uuid for o in self.outcomes if o.result is not None}
-        return {
-            "backups": [
-                {
-                    "uuid": b.uuid,
-                    "name": b.name,
-                    "bytes": b.bytes,
-                    "checksum": checksum_text(b),
-                    "created_at": b.created_at.isoformat(),
-                }
-                for b in sorted(self.backups, key=lambda b: b.created_at)
-                if b.uuid in present
-            ],
-            "rejected": [{"uuid": r.uuid, "reason": r.reason} for r in self.rejected],
-        }
-
-
-@dataclass
-class SyncReport:
-    """What a sync did, over all servers."""
-
-    dest: pathlib.Path
-    servers: list[ServerSync]
-    seconds: float = 0.0
-    #: Servers of the listing that could not be synced at all (an unusable id).
-    rejected_servers: list[Rejected] = field(default_factory=list)
-
-    @property
-    def rejected(self) -> list[Rejected]:
-        """Every entry left out: servers first, then backups, server by server."""
-        return [*self.rejected_servers, *(r for s in self.servers for r in s.rejected)]
-
-    @property
-    def outcomes(self) -> list[DownloadOutcome]:
-        """Every outcome, server by server."""
-        return [o for s in self.servers for o in s.outcomes]
-
-    @property
-    def downloaded(self) -> int:
-        """Files fetched in this run."""
-        return sum(1 for o in self.outcomes if o.result is not None and not o.result.skipped)
-
-    @property
-    def skipped(self) -> int:
-        """Files already there and verified."""
-        return sum(1 for o in self.outcomes if o.result is not None and o.result.skipped)
-
-    @property
-    def failed(self) -> int:
-        """Files that could not be fetched."""
-        return sum(1 for o in self.outcomes if o.result is None)
-
-    @property
-    def bytes(self) -> int:
-        """Bytes fetched in this run."""
-        return sum(
-            o.result.bytes for o in self.outcomes if o.result is not None and not o.result.skipped
-        )
-
-    @property
-    def total_bytes(self) -> int:
-        """Bytes of every file now in the mirror."""
-        return sum(o.result.bytes for o in self.outcomes if o.result is not None)
-
-
 async def sync_servers(
     client: PteroClient,
-    view: TransferProgress,
+    view: TransferView,
     servers: Sequence[str],
     dest: pathlib.Path,
     *,
@@ -266,6 +173,6 @@ async def sync_servers(
     remaining = iter(outcomes)
     for entry in report.servers:
         entry.outcomes = [next(remaining) for _ in entry.backups]
-        await anyio.to_thread.run_sync(write_json_atomic, entry.manifest, entry.manifest_doc())
+        await anyio.to_thread.run_sync(write_json_atomic, entry.manifest, manifest_json(entry))
     report.seconds = time.monotonic() - started
     return report

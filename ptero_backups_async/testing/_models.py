@@ -71,9 +71,6 @@ class FakeServer:
     _all_backups: list[FakeBackup] = attrs.field(factory=list, init=False, repr=False)
     _status: str | None = attrs.field(default=None, init=False)
     _status_until: float | None = attrs.field(default=None, init=False, repr=False)
-    _fail_next: int = attrs.field(default=0, init=False, repr=False)
-    _create_times: list[float] = attrs.field(factory=list, init=False, repr=False)
-    _restore_times: list[float] = attrs.field(factory=list, init=False, repr=False)
 
     @property
     def status(self) -> str | None:
@@ -106,6 +103,10 @@ class FakeServer:
     def all_backups(self) -> list[FakeBackup]:
         """Every backup ever added or created, deleted ones included, oldest first."""
         return list(self._all_backups)
+
+    def attach_backup(self, backup: FakeBackup) -> None:
+        """Append `backup` to this server's backups (FakePanel.add_backup and the API do this)."""
+        self._all_backups.append(backup)
 
 
 @attrs.define(eq=False)
@@ -156,7 +157,8 @@ class FakeBackup:
         )
         self._duration = None
 
-    def _begin(self, duration: float | None, fails: bool) -> None:
+    def begin(self, duration: float | None = None, *, fails: bool = False) -> None:
+        """Start creating now: done after `duration` s (None: when told), failed if `fails`."""
         self._state = "creating"
         self._completed_at = None
         self._started = time.monotonic()
@@ -186,17 +188,17 @@ class FakeBackup:
         """The `bytes` the panel reports: len(content) when completed, else 0."""
         return len(self.content) if self.state == "completed" else 0
 
-    def complete(self) -> None:
-        """Finish the backup successfully now."""
+    def complete(self, at: datetime | None = None) -> None:
+        """Finish the backup successfully, `at` that time (default: now)."""
         self._state = "completed"
         self._duration = None
-        self._completed_at = _now()
+        self._completed_at = _now() if at is None else at
 
-    def fail(self) -> None:
-        """Finish the backup as failed now."""
+    def fail(self, at: datetime | None = None) -> None:
+        """Finish the backup as failed, `at` that time (default: now)."""
         self._state = "failed"
         self._duration = None
-        self._completed_at = _now()
+        self._completed_at = _now() if at is None else at
 
     def hexdigest(self, algorithm: str) -> str:
         """Hex digest of `content` with `algorithm` ("sha1", "sha256", ...)."""
@@ -207,7 +209,8 @@ class FakeBackup:
         self._digest = (self.content, algorithm, digest)
         return digest
 
-    def _wire_checksum(self, state: BackupState) -> str | None:
+    def wire_checksum_in(self, state: BackupState) -> str | None:
+        """The hash field as sent while the backup is in `state` (see `wire_checksum`)."""
         if not isinstance(self.checksum_override, Unset):
             return self.checksum_override
         if state != "completed":
@@ -219,10 +222,13 @@ class FakeBackup:
     @property
     def wire_checksum(self) -> str | None:
         """The hash field as sent: `checksum` ("sha1:<hex>"), or reference `sha256_hash`."""
-        return self._wire_checksum(self.state)
+        return self.wire_checksum_in(self.state)
 
-    def _visible_content(self) -> bytes | None:
-        """What a download link serves now: None when there is no file (deleted or failed)."""
+    def visible_content(self) -> bytes | None:
+        """The file as the node holds it now: None when there is none (deleted or failed).
+
+        While creating, a growing prefix of `content`; `served_content` is not applied here.
+        """
         if self.deleted:
             return None
         state = self.state
@@ -405,7 +411,8 @@ class Fault:
         """Stop applying this fault."""
         self.times = self.used
 
-    def _matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this fault applies to a request (`path` without the panel's path prefix)."""
         if self.remaining <= 0:
             return False
         if self.method is not None and self.method.upper() != method.upper():

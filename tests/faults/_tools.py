@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 from aiohttp import web
 
-from ptero_backups_async import PteroClient
+from ptero_backups_async import AiohttpTransport
 
 __all__ = [
     "HttpFaultProxy",
@@ -116,11 +116,13 @@ class RecordingSleep:
         await anyio.lowlevel.checkpoint()
 
 
-def fast_retries(client: PteroClient) -> RecordingSleep:
-    """Install a ``RecordingSleep`` as the client's retry/pacing sleep and return it."""
+def fast_retries() -> tuple[AiohttpTransport, RecordingSleep]:
+    """An aiohttp transport whose retry/pacing sleep is a ``RecordingSleep``, and the sleep.
+
+    Pass the transport as ``PteroClient(..., transport=...)``.
+    """
     sleep = RecordingSleep()
-    client._transport._sleep = sleep
-    return sleep
+    return AiohttpTransport(sleep=sleep), sleep
 
 
 @contextlib.asynccontextmanager

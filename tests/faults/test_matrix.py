@@ -337,8 +337,10 @@ async def run_cell(
     result: Any = None
     error: BaseException | None = None
     try:
-        async with PteroClient(url, panel.api_key, timeout=0.3, max_retries=MAX_RETRIES) as client:
-            sleep = fast_retries(client)
+        transport, sleep = fast_retries()
+        async with PteroClient(
+            url, panel.api_key, timeout=0.3, max_retries=MAX_RETRIES, transport=transport
+        ) as client:
             if proxy is not None and fault.proxy == "refused_then_up":
                 sleep.hooks.append(proxy.open)
             try:

@@ -1,0 +1,28 @@
+"""``DownloadOutcome``: a result or an error, per target of ``download_many``.
+
+Its own module because it joins the two leaves: the models and the errors.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from ._errors import PteroError
+from ._models import DownloadResult
+
+__all__ = ["DownloadOutcome"]
+
+
+@frozen
+class DownloadOutcome:
+    """The outcome of one target of ``download_many``: a result or an error."""
+
+    server: str
+    backup_uuid: str
+    result: DownloadResult | None = None
+    error: PteroError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the download produced a file."""
+        return self.result is not None
