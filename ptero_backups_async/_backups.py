@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import anyio
@@ -17,6 +17,7 @@ from ._errors import (
     APIStatusError,
     BackupFailedError,
     ConflictError,
+    EventsUnavailableError,
     InvalidArgumentError,
     NotFoundError,
     PteroError,
@@ -24,7 +25,8 @@ from ._errors import (
     UnsupportedOperationError,
     WaitTimeoutError,
 )
-from ._models import Backup, BackupState, DownloadResult, Page
+from ._events import Item, NodeHub, Unavailable
+from ._models import Backup, BackupCompleted, BackupState, DownloadResult, Page, RestoreCompleted
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
 from ._panel import PanelAPI
 from ._sansio import (
@@ -32,6 +34,7 @@ from ._sansio import (
     check_backup_uuid,
     check_int,
     check_name,
+    check_number,
     check_server_id,
     encode_ignored,
 )
@@ -41,6 +44,41 @@ __all__ = ["BackupsResource"]
 logger = logging.getLogger("ptero_backups_async")
 
 _LOCK_TRIES = 3
+#: While waiting on events, the panel is still asked this often, in case an event was lost.
+SAFETY_POLL = 120.0
+#: While a restore is awaited on events, the server's status is still polled this often.
+RESTORE_POLL = 30.0
+#: How long ``restore(wait=True)`` waits for the socket before it starts the restore anyway.
+CONNECT_WAIT = 15.0
+#: How long ``wait()`` waits for the socket before its first look at the backup.
+FIRST_LOOK = 5.0
+
+Via = Literal["auto", "events", "poll"]
+
+
+class _Tracker:
+    """A backup being awaited: one GET, and what it says."""
+
+    def __init__(self, resource: BackupsResource, uuid: str) -> None:
+        self.resource = resource
+        self.uuid = uuid
+        self.state = "unknown"
+
+    async def look(self) -> Backup | None:
+        """The backup if it completed; ``BackupFailedError`` if it failed; None otherwise."""
+        try:
+            backup = await self.resource.get(self.uuid)
+        except ConflictError:
+            return None  # the server is restoring: the backup is still there
+        self.state = backup.state.value
+        if backup.state is BackupState.COMPLETED:
+            return backup
+        if backup.state is BackupState.FAILED:
+            raise BackupFailedError(
+                f"backup {self.uuid} of server {self.resource.server} failed on the node",
+                backup=backup,
+            )
+        return None
 
 
 class BackupsResource:
@@ -51,10 +89,16 @@ class BackupsResource:
     """
 
     def __init__(
-        self, api: PanelAPI, server: str, *, links: Callable[[], aiohttp.ClientSession]
+        self,
+        api: PanelAPI,
+        server: str,
+        *,
+        links: Callable[[], aiohttp.ClientSession],
+        hub: Callable[[], NodeHub],
     ) -> None:
         self._api = api
         self._links = links
+        self._hub = hub
         self.server = check_server_id(server)
 
     def __repr__(self) -> str:
@@ -175,43 +219,96 @@ class BackupsResource:
         backup_or_uuid: Backup | str,
         timeout: float = 3600.0,  # noqa: ASYNC109 - part of the public contract
         poll_interval: float = 2.0,
+        *,
+        via: Via = "auto",
     ) -> Backup:
-        """Poll until the backup completes and return it; ``BackupFailedError`` if it failed.
+        """Wait until the backup completes and return it; ``BackupFailedError`` if it failed.
 
-        Polls at ``poll_interval``, backing off gently up to 30 s between polls; keeps going
-        through 409 (a restore in progress); ``WaitTimeoutError`` after ``timeout`` seconds.
+        ``via="auto"`` listens to the node's websocket: it subscribes first, then looks the
+        backup up once (it may have finished already), then waits for ``backup completed``
+        and returns the panel's record; after a reconnect it looks again, and a slow safety
+        poll (every ``SAFETY_POLL`` seconds) covers a lost event. Where events cannot be had
+        (no ``websocket.connect``, a token without ``backup.read``, a refused upgrade, a
+        socket that keeps failing) it polls instead, saying so at INFO. ``via="events"``
+        raises ``EventsUnavailableError`` there; ``via="poll"`` only polls: every
+        ``poll_interval``, backing off gently to 30 s. Polls keep going through 409 (a
+        restore in progress). ``WaitTimeoutError`` after ``timeout`` seconds.
         """
-        uuid = backup_uuid(backup_or_uuid)
-        if not timeout > 0 or not poll_interval > 0:
-            raise InvalidArgumentError("timeout and poll_interval must be positive")
+        uuid = backup_uuid(backup_or_uuid).lower()
+        if via not in ("auto", "events", "poll"):
+            raise InvalidArgumentError(f"via must be 'auto', 'events' or 'poll', not {via!r}")
+        timeout = check_number("timeout", timeout)
+        poll_interval = check_number("poll_interval", poll_interval)
         deadline = time.monotonic() + timeout
-        interval = poll_interval
-        last: Backup | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            with anyio.move_on_after(remaining):
-                try:
-                    last = await self.get(uuid)
-                except ConflictError:
-                    pass  # the server is restoring: the backup is still there
-                else:
-                    if last.state is BackupState.COMPLETED:
-                        return last
-                    if last.state is BackupState.FAILED:
-                        raise BackupFailedError(
-                            f"backup {uuid} of server {self.server} failed on the node",
-                            backup=last,
-                        )
-                remaining = deadline - time.monotonic()
-                await anyio.sleep(min(interval, max(remaining, 0)))
-                interval = min(max(poll_interval, 30.0), interval * 1.5)
-        state = last.state.value if last is not None else "unknown"
+        tracker = _Tracker(self, uuid)
+        if via != "poll":
+            with anyio.move_on_after(max(deadline - time.monotonic(), 0)):
+                found = await self._wait_on_events(tracker, deadline, events_only=via == "events")
+                if found is not None:
+                    return found
+        with anyio.move_on_after(max(deadline - time.monotonic(), 0)):
+            return await self._poll(tracker, poll_interval)
         raise WaitTimeoutError(
             f"backup {uuid} of server {self.server} did not finish within {timeout:g} s "
-            f"(last state: {state})"
+            f"(last state: {tracker.state})"
         )
+
+    async def _wait_on_events(
+        self, tracker: _Tracker, deadline: float, *, events_only: bool
+    ) -> Backup | None:
+        """The backup once the node says it finished; None to fall back to polling."""
+        sub = await self._hub().subscribe(
+            lambda e: isinstance(e, BackupCompleted) and e.backup_uuid == tracker.uuid,
+            needs_backups=True,
+        )
+        try:
+            # The first look waits for the socket (so that nothing can finish unseen between
+            # the look and the subscription), but not for long: a node that never answers
+            # must not hide a backup that is already complete.
+            with anyio.move_on_after(min(FIRST_LOOK, self._hub().connect_timeout)):
+                item: Item | None = await sub.get()
+                if isinstance(item, Unavailable):
+                    if events_only:
+                        raise EventsUnavailableError(f"server {self.server}: {item.reason}")
+                    logger.info(
+                        "backup %s: polling instead of node events: %s", tracker.uuid, item.reason
+                    )
+                    return None
+            found = await tracker.look()
+            if found is not None:
+                return found
+            while True:
+                remaining = deadline - time.monotonic()
+                with anyio.move_on_after(min(SAFETY_POLL, max(remaining, 0))) as quiet:
+                    item = await sub.get()
+                if quiet.cancelled_caught:
+                    if remaining <= SAFETY_POLL:
+                        return None  # the deadline; the caller raises
+                    logger.debug("backup %s: safety poll", tracker.uuid)
+                elif isinstance(item, Unavailable):
+                    if events_only:
+                        raise EventsUnavailableError(f"server {self.server}: {item.reason}")
+                    logger.info(
+                        "backup %s: polling instead of node events: %s", tracker.uuid, item.reason
+                    )
+                    return None
+                # Connected (first time: the backup may have finished before the socket was
+                # up; again: one may have finished in the gap), a completion, a safety poll.
+                found = await tracker.look()
+                if found is not None:
+                    return found
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.aclose()
+
+    async def _poll(self, tracker: _Tracker, poll_interval: float) -> Backup:
+        interval = poll_interval
+        while True:
+            found = await tracker.look()
+            if found is not None:
+                return found
+            await anyio.sleep(interval)
+            interval = min(max(poll_interval, 30.0), interval * 1.5)
 
     async def download_url(self, backup_or_uuid: Backup | str) -> str:
         """A signed link to the archive: short-lived and, on Wings, single-use."""
@@ -264,16 +361,77 @@ class BackupsResource:
         """Delete the backup for good (``BackupLockedError`` if it is locked)."""
         await self._call_without_answer("DELETE", self._path(backup_uuid(backup_or_uuid)))
 
-    async def restore(self, backup_or_uuid: Backup | str, truncate: bool = False) -> None:
-        """Restore the server from the backup; ``truncate=True`` deletes its files first."""
+    async def restore(
+        self,
+        backup_or_uuid: Backup | str,
+        truncate: bool = False,
+        *,
+        wait: bool = False,
+        timeout: float = 3600.0,  # noqa: ASYNC109 - part of the public contract
+    ) -> None:
+        """Restore the server from the backup; ``truncate=True`` deletes its files first.
+
+        ``wait=True`` returns once the restore finished: on the node's ``backup restore
+        completed``, or when the server's ``status`` leaves ``restoring_backup`` (polled every
+        few seconds when events cannot be had, as on Pelican, which closes sockets while it
+        restores, and slowly otherwise). The websocket token is fetched before the restore
+        starts, since the panel refuses it (409) during one. ``WaitTimeoutError`` after
+        ``timeout`` seconds.
+        """
         if not isinstance(truncate, bool):
             raise InvalidArgumentError(f"truncate must be a bool, not {truncate!r}")
+        if not isinstance(wait, bool):
+            raise InvalidArgumentError(f"wait must be a bool, not {wait!r}")
         uuid = backup_uuid(backup_or_uuid)
+        timeout = check_number("timeout", timeout)
+        if not wait:
+            await self._post_restore(uuid, truncate)
+            return
+        deadline = time.monotonic() + timeout
+        sub = await self._hub().subscribe(lambda e: isinstance(e, RestoreCompleted))
+        try:
+            events = True
+            with anyio.move_on_after(CONNECT_WAIT):
+                first = await sub.get()  # the token is fetched and the socket up, or not
+                events = not isinstance(first, Unavailable)
+            await self._post_restore(uuid, truncate)
+            interval = RESTORE_POLL if events else 2.0
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeoutError(
+                        f"the restore of server {self.server} from backup {uuid} did not "
+                        f"finish within {timeout:g} s"
+                    )
+                with anyio.move_on_after(min(interval, remaining)):
+                    item = await sub.get()
+                    if isinstance(item, RestoreCompleted):
+                        return
+                    if isinstance(item, Unavailable):
+                        logger.info(
+                            "restore of %s: polling the server: %s", self.server, item.reason
+                        )
+                        interval = 2.0
+                    continue
+                if not await self._restoring():
+                    return
+                if not events or interval < RESTORE_POLL:
+                    interval = min(interval * 1.5, 30.0)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.aclose()
+
+    async def _post_restore(self, uuid: str, truncate: bool) -> None:
         # The real panels require truncate (422 without it); the reference page defaults it to
         # true, which would delete files the caller did not ask to delete. Always send it.
         await self._call_without_answer(
             "POST", self._path(uuid, "restore"), json={"truncate": truncate}
         )
+
+    async def _restoring(self) -> bool:
+        """Whether the panel still shows the server restoring a backup."""
+        server = await self._api.call("GET", f"/servers/{self.server}", self._api.converter.server)
+        return server.status == "restoring_backup"
 
     async def toggle_lock(self, backup_or_uuid: Backup | str) -> Backup:
         """Flip the lock and return the backup (real panels answer it; others are asked)."""

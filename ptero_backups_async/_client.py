@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -15,6 +16,7 @@ from . import _fs
 from ._backups import BackupsResource
 from ._download import DEFAULT_MIN_RATE, ProgressCallback
 from ._errors import DownloadError, InvalidArgumentError, PteroError
+from ._events import EventStream, NodeHub, Unavailable
 from ._models import Backup, Page, RateLimit, Server
 from ._outcome import DownloadOutcome
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
@@ -25,8 +27,10 @@ from ._sansio import (
     check_api_key,
     check_int,
     check_number,
+    check_server_id,
     is_loopback_host,
     normalize_panel_url,
+    origin_of,
 )
 from ._transport import AiohttpTransport, SSLOption, Transport
 
@@ -47,7 +51,8 @@ class PteroClient:
     ``session`` passed in is used as is and never closed by the client. ``transport`` replaces
     the aiohttp transport of API calls with another ``Transport`` (recording, replaying, a fake
     clock); the client closes it. Signed download links always go through a separate aiohttp
-    session of the client's own.
+    session of the client's own. ``node_timeout`` bounds how long the node's websocket may
+    take from the token request to ``auth success``.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class PteroClient:
         max_retry_after: float = 60.0,
         ssl: SSLOption = True,
         transport: Transport | None = None,
+        node_timeout: float = 15.0,
     ) -> None:
         self.panel_url = normalize_panel_url(panel_url)
         api_key = check_api_key(api_key)
@@ -87,6 +93,8 @@ class PteroClient:
             max_concurrency=max_concurrency,
         )
         self._links: aiohttp.ClientSession | None = None
+        self._hubs: dict[str, NodeHub] = {}
+        self._node_timeout = check_number("node_timeout", node_timeout)
         if self.panel_url.startswith("http://") and not is_loopback_host(self.panel_url):
             logger.warning(
                 "panel URL %s is plain http: the API key crosses the network unencrypted",
@@ -110,7 +118,10 @@ class PteroClient:
     async def aclose(self) -> None:
         """Close the connections this client opened (a caller's session stays open)."""
         links, self._links = self._links, None
+        hubs, self._hubs = list(self._hubs.values()), {}
         try:
+            for hub in hubs:
+                await hub.aclose()
             await self._api.aclose()
         finally:
             if links is not None:
@@ -137,7 +148,51 @@ class PteroClient:
 
     def backups(self, server: str) -> BackupsResource:
         """The backups of one server (its 8-character short id or its UUID)."""
-        return BackupsResource(self._api, server, links=self._link_session)
+        resource = BackupsResource(
+            self._api, server, links=self._link_session, hub=lambda: self._hub(resource.server)
+        )
+        return resource
+
+    def _hub(self, server: str) -> NodeHub:
+        """The shared websocket of ``server`` (one per server per client)."""
+        if self._api.closed:
+            raise PteroError("this client is closed")
+        hub = self._hubs.get(server)
+        if hub is None:
+            hub = self._hubs[server] = NodeHub(
+                self._api,
+                server,
+                session=self._link_session,
+                origin=origin_of(self.panel_url),
+                connect_timeout=self._node_timeout,
+            )
+        return hub
+
+    @contextlib.asynccontextmanager
+    async def events(self, server: str) -> AsyncIterator[EventStream]:
+        """The node's events for ``server``: ``async with client.events(s) as events:``.
+
+        One websocket per server per client, shared with every ``wait()`` on that server;
+        it opens with the first reader and closes when the last leaves. The body runs once
+        the socket is up and authenticated (or after ``node_timeout``). Token, ``Origin``,
+        ``auth``, re-auth before the token expires and reconnects are handled here. Each
+        reader buffers up to ``MAX_QUEUE`` events; past that the oldest are dropped and
+        counted in ``events.dropped``. Iteration raises ``EventsUnavailableError`` when the
+        node's events cannot be had.
+        """
+        hub = self._hub(check_server_id(server))
+        sub = await hub.subscribe()
+        try:
+            # The body starts once the socket is up (or known not to come), so that what it
+            # does next (a restore, a create) cannot happen before the node listens.
+            with anyio.move_on_after(hub.connect_timeout):
+                first = await sub.get()
+                if isinstance(first, Unavailable):
+                    sub.push(first)  # iteration raises it
+            yield EventStream(sub)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.aclose()
 
     async def servers_page(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> Page[Server]:
         """One page of the servers this key can see."""

@@ -98,6 +98,17 @@ class _ServerList:
 
 
 @define
+class _TokenData:
+    token: str
+    socket: str
+
+
+@define
+class _WebsocketToken:
+    data: _TokenData
+
+
+@define
 class _UrlAttributes:
     url: str
 
@@ -247,6 +258,23 @@ class WireConverter:
         self._check_object(parsed.object, "list", what)
         items = tuple(self._backup(item, f"{what} item {i}") for i, item in enumerate(parsed.data))
         return _page(items, parsed.meta)
+
+    def server(self, data: Any, what: str = "server") -> Server:
+        """``{"object": "server", "attributes": …}`` → ``Server``."""
+        item = self._structure(data, _ServerItem, what)
+        self._check_object(item.object, "server", what)
+        a = item.attributes
+        return Server(identifier=a.identifier, uuid=a.uuid, name=a.name, status=a.status)
+
+    def websocket_token(self, data: Any, what: str = "websocket token") -> tuple[str, str]:
+        """``{"data": {"token", "socket"}}`` → ``(token, socket URL)``."""
+        parsed = self._structure(data, _WebsocketToken, what).data
+        parts = urllib.parse.urlsplit(parsed.socket)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ResponseValidationError(f"{what}: not an absolute ws(s) URL @ $.data.socket")
+        if not parsed.token:
+            raise ResponseValidationError(f"{what}: an empty token @ $.data.token")
+        return parsed.token, parsed.socket
 
     def server_page(self, data: Any, what: str = "server list") -> Page[Server]:
         """A paginated list of servers → ``Page[Server]``."""

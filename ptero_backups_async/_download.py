@@ -43,7 +43,7 @@ from ._errors import (
 )
 from ._filelock import LOCK_SUFFIX, PathLock
 from ._models import Backup, BackupState, Checksum, DownloadProgress, DownloadResult
-from ._sansio import backup_uuid, check_int, parse_retry_after
+from ._sansio import backup_uuid, check_int, check_number, parse_retry_after
 
 if sys.version_info < (3, 11):  # pragma: no cover - depends on the interpreter
     from exceptiongroup import BaseExceptionGroup
@@ -613,13 +613,7 @@ def _describe(exc: BaseException, received: int, total: int | None) -> str:
 
 
 def _check_min_rate(min_rate: float | None) -> float | None:
-    if min_rate is None:
-        return None
-    if isinstance(min_rate, bool) or not isinstance(min_rate, (int, float)):
-        raise InvalidArgumentError(f"min_rate must be a number of bytes/s or None: {min_rate!r}")
-    if not 0 < min_rate < float("inf"):
-        raise InvalidArgumentError(f"min_rate must be > 0 (None disables it): {min_rate!r}")
-    return float(min_rate)
+    return None if min_rate is None else check_number("min_rate", min_rate)
 
 
 async def _existing(
@@ -673,8 +667,7 @@ async def download_backup(
     """
     uuid = backup_uuid(backup_or_uuid)
     check_int("max_attempts", max_attempts, minimum=1)
-    if not read_timeout > 0:
-        raise InvalidArgumentError(f"read_timeout must be > 0: {read_timeout!r}")
+    read_timeout = check_number("read_timeout", read_timeout)
     min_rate = _check_min_rate(min_rate)
     final = await _destination(dest, uuid)
     server = source.server

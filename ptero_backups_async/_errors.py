@@ -24,6 +24,7 @@
     ├── UnsupportedOperationError          the panel does not offer the operation (rename)
     ├── ResponseValidationError            the panel answered something that is not its API
     ├── WaitTimeoutError (also a TimeoutError)
+    ├── EventsUnavailableError             the node's websocket cannot be had
     ├── DestinationExistsError (also a FileExistsError)
     └── DownloadError                      .attempts, .history
         └── ChecksumMismatchError          .expected, .actual
@@ -59,6 +60,7 @@ __all__ = [
     "ConflictError",
     "DestinationExistsError",
     "DownloadError",
+    "EventsUnavailableError",
     "InsufficientStorageError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -238,6 +240,11 @@ class ResponseValidationError(PteroError):
 
 class WaitTimeoutError(PteroError, TimeoutError):
     """``wait()`` gave up before the backup finished."""
+
+
+class EventsUnavailableError(PteroError):
+    """The node's events cannot be had (no ``websocket.connect``, a refused upgrade, a token
+    without ``backup.read``, a socket that keeps failing): ``via="events"`` raises it."""
 
 
 class DestinationExistsError(PteroError, FileExistsError):

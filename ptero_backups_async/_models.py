@@ -12,14 +12,19 @@ from attrs import frozen
 
 __all__ = [
     "Backup",
+    "BackupCompleted",
     "BackupState",
     "Checksum",
     "DownloadProgress",
     "DownloadResult",
     "ErrorDetail",
+    "Event",
+    "NodeEvent",
     "Page",
     "RateLimit",
+    "RestoreCompleted",
     "Server",
+    "StatusChanged",
 ]
 
 T = TypeVar("T")
@@ -132,3 +137,42 @@ class DownloadResult:
     verified: bool
     attempts: int
     skipped: bool = False
+
+
+@frozen
+class BackupCompleted:
+    """The node says a backup finished (``is_successful`` False: it failed)."""
+
+    server: str
+    backup_uuid: str
+    is_successful: bool
+    checksum: Checksum | None
+    bytes: int
+
+
+@frozen
+class RestoreCompleted:
+    """The node says a restore of the server finished (whatever its outcome)."""
+
+    server: str
+
+
+@frozen
+class StatusChanged:
+    """The server's power state: ``"running"``, ``"offline"``, ``"starting"``, ``"stopping"``."""
+
+    server: str
+    state: str
+
+
+@frozen
+class NodeEvent:
+    """Any other event of the node, raw."""
+
+    server: str
+    name: str
+    args: tuple[str, ...]
+
+
+#: What ``client.events(server)`` yields.
+Event = BackupCompleted | RestoreCompleted | StatusChanged | NodeEvent

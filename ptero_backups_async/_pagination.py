@@ -6,8 +6,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from ._errors import InvalidArgumentError
 from ._models import Page
+from ._sansio import check_int
 
 __all__ = ["MAX_PER_PAGE", "check_page", "clamp_per_page", "iterate_pages"]
 
@@ -21,16 +21,12 @@ MAX_PER_PAGE = 50
 
 def check_page(page: int) -> int:
     """``page`` if it is a positive integer (pages are 1-based)."""
-    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-        raise InvalidArgumentError(f"page must be a positive integer, not {page!r}")
-    return page
+    return check_int("page", page, minimum=1)
 
 
 def clamp_per_page(per_page: int) -> int:
     """``per_page`` within what the panels accept (1…50)."""
-    if isinstance(per_page, bool) or not isinstance(per_page, int) or per_page < 1:
-        raise InvalidArgumentError(f"per_page must be a positive integer, not {per_page!r}")
-    return min(per_page, MAX_PER_PAGE)
+    return min(check_int("per_page", per_page, minimum=1), MAX_PER_PAGE)
 
 
 async def iterate_pages(

@@ -5,6 +5,7 @@ Nothing here touches the network or the event loop; the transport is a thin shel
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import ipaddress
 import json
@@ -467,3 +468,74 @@ def check_api_key(key: object) -> str:
     if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
         raise InvalidArgumentError("api_key has whitespace, control or non-ASCII characters")
     return key
+
+
+# ---------------------------------------------------------------- the node's websocket
+
+
+def origin_of(panel_url: str) -> str:
+    """The ``Origin`` the node expects: ``scheme://host``, plus ``:port`` only when the URL
+    names one; no path, no trailing slash."""
+    parts = urllib.parse.urlsplit(panel_url)
+    host = parts.netloc.rpartition("@")[2].lower()
+    return f"{parts.scheme.lower()}://{host}"
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, read without checking its signature (the node checks it).
+
+    Used only to learn what the token allows and when it expires; ``{}`` when unreadable.
+    """
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def may_read_backups(claims: Mapping[str, Any]) -> bool:
+    """Whether a token with these claims receives ``backup completed`` events."""
+    permissions = claims.get("permissions")
+    if not isinstance(permissions, list):
+        return True  # nothing said: assume the node will send them, and keep a safety poll
+    return "*" in permissions or "backup.read" in permissions
+
+
+def parse_node_frame(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """``{"event": str, "args": [str, …]}`` → ``(event, args)``; None for anything else."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+        return None
+    args = data.get("args") or []
+    if not isinstance(args, list):
+        return None
+    return data["event"], tuple(a if isinstance(a, str) else json.dumps(a) for a in args)
+
+
+def parse_backup_completed(
+    args: Sequence[str],
+) -> tuple[str, bool, Checksum | None, int] | None:
+    """The payload of ``backup completed`` (a JSON *string* in ``args[0]``) → ``(uuid,
+    is_successful, checksum, bytes)``; None when it is not that."""
+    if not args:
+        return None
+    try:
+        data = json.loads(args[0])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    uuid, ok = data.get("uuid"), data.get("is_successful")
+    if not isinstance(uuid, str) or not _UUID.fullmatch(uuid) or not isinstance(ok, bool):
+        return None
+    raw = data.get("checksum")
+    algorithm = data.get("checksum_type") if isinstance(data.get("checksum_type"), str) else "sha1"
+    checksum = None
+    if isinstance(raw, str) and raw:
+        checksum = parse_checksum(raw if ":" in raw else f"{algorithm}:{raw}")
+    size = _as_int(data.get("file_size"))
+    return uuid.lower(), ok, checksum, size if size is not None and size >= 0 else 0

@@ -31,11 +31,12 @@ LAYERS: dict[str, int] = {
     "_filelock": 3,
     "_panel": 4,
     "_download": 4,
-    "_backups": 5,
-    "_client": 6,
+    "_events": 5,
+    "_backups": 6,
+    "_client": 7,
 }
 #: Above the core: the test helpers, the command line (its demo runs FakePanel), the entry points.
-TOP = {"testing": 7, "_cli": 8, "__init__": 9, "__main__": 10}
+TOP = {"testing": 8, "_cli": 9, "__init__": 10, "__main__": 11}
 
 
 def modules() -> dict[str, pathlib.Path]:

@@ -314,9 +314,11 @@ async def test_wait_raises_not_found_when_the_backup_disappears(
     server = panel.add_server()
     backup = panel.add_backup(server, state="creating")
     backups = client.backups(server.identifier)
+    # Polling sees it at the next poll; on events (the node says nothing of a deletion) it is
+    # the safety poll that sees it, minutes later.
     async with aiohttp_delete_later(client, server.identifier, backup.uuid):
         with pytest.raises(NotFoundError):
-            await backups.wait(backup.uuid, poll_interval=0.05, timeout=10)
+            await backups.wait(backup.uuid, poll_interval=0.05, timeout=10, via="poll")
 
 
 class aiohttp_delete_later:

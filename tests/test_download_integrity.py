@@ -537,3 +537,13 @@ def test_the_command_line_takes_min_rate() -> None:
     for bad in ("-1", "inf", "fast"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--min-rate", bad])
+
+
+@pytest.mark.parametrize("bad", [0, -1.5, float("nan"), "5", None, True])
+async def test_read_timeout_is_validated_before_anything(client: PteroClient, bad: object) -> None:
+    with pytest.raises(ValueError, match="read_timeout"):
+        await client.backups("d3aac109").download(
+            "0e9d0c6e-4b50-4f64-9fc4-0d6c8d1b9e2a",
+            "x",
+            read_timeout=bad,  # type: ignore[arg-type]
+        )

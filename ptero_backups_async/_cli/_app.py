@@ -50,6 +50,7 @@ COMMANDS: dict[str, Command] = {
     "unlock": c.cmd_unlock,
     "delete": c.cmd_delete,
     "restore": c.cmd_restore,
+    "events": c.cmd_events,
     "demo": cmd_demo,
 }
 

@@ -7,13 +7,21 @@ import pathlib
 import time
 from collections.abc import Sequence
 
-from .._backups import BackupsResource
+from .._backups import BackupsResource, Via
 from .._models import Backup, BackupState
 from .._outcome import DownloadOutcome
 from .._sansio import check_server_id
 from ._context import EXIT_FAILED, EXIT_OK, Context, UsageError
 from ._describe import describe_backup, error_brief, rejected_line
-from ._documents import backup_json, downloads_json, emit_json, server_json, sync_json
+from ._documents import (
+    backup_json,
+    downloads_json,
+    emit_json,
+    event_json,
+    print_json_line,
+    server_json,
+    sync_json,
+)
 from ._progress import TransferProgress, spinner
 from ._prompt import confirm, require_terminal
 from ._report import Rejected
@@ -33,6 +41,7 @@ __all__ = [
     "cmd_create",
     "cmd_delete",
     "cmd_download",
+    "cmd_events",
     "cmd_list",
     "cmd_lock",
     "cmd_prune",
@@ -53,17 +62,18 @@ async def wait_visibly(
     *,
     timeout: float,
     poll_interval: float = 2.0,
+    via: Via = "auto",
 ) -> Backup:
     """``wait()`` for a backup with a spinner on stderr (a plain line off a terminal)."""
     name = backup.name if isinstance(backup, Backup) else backup
     text = f"waiting for backup {quoted(name)} of server {resource.server} to complete"
     started = time.monotonic()
     if ctx.json:
-        return await resource.wait(backup, timeout=timeout, poll_interval=poll_interval)
+        return await resource.wait(backup, timeout=timeout, poll_interval=poll_interval, via=via)
     if not ctx.err.is_terminal:
         ctx.err.print(safe_markup(text) + " …")
     with spinner(ctx.err, text):
-        done = await resource.wait(backup, timeout=timeout, poll_interval=poll_interval)
+        done = await resource.wait(backup, timeout=timeout, poll_interval=poll_interval, via=via)
     ctx.err.print(
         f"[green]✓[/] backup {safe_markup(quoted(done.name))} completed after "
         f"{human_duration(time.monotonic() - started)} ({human_size(done.bytes)})"
@@ -121,7 +131,12 @@ async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         ctx.note(f"started backup {safe_markup(quoted(backup.name))} ({safe_markup(backup.uuid)})")
         if args.wait:
             backup = await wait_visibly(
-                ctx, resource, backup, timeout=args.timeout, poll_interval=args.poll_interval
+                ctx,
+                resource,
+                backup,
+                timeout=args.timeout,
+                poll_interval=args.poll_interval,
+                via=args.via,
             )
     _show_backup(ctx, backup, "Backup")
     return EXIT_OK
@@ -132,7 +147,12 @@ async def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.client() as client:
         resource = client.backups(args.server)
         backup = await wait_visibly(
-            ctx, resource, args.backup, timeout=args.timeout, poll_interval=args.poll_interval
+            ctx,
+            resource,
+            args.backup,
+            timeout=args.timeout,
+            poll_interval=args.poll_interval,
+            via=args.via,
         )
     _show_backup(ctx, backup, "Backup")
     return EXIT_OK
@@ -350,13 +370,47 @@ async def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
             )
             ctx.err.print(restore_warning(args.truncate))
             confirm(ctx.err, "Restore now?")
-        await resource.restore(args.backup, truncate=args.truncate)
+        started = time.monotonic()
+        if args.wait and not ctx.json:
+            text = f"restoring server {args.server} from backup {args.backup}"
+            if not ctx.err.is_terminal:
+                ctx.err.print(safe_markup(text) + " …")
+            with spinner(ctx.err, text):
+                await resource.restore(
+                    args.backup, truncate=args.truncate, wait=True, timeout=args.timeout
+                )
+        else:
+            await resource.restore(
+                args.backup, truncate=args.truncate, wait=args.wait, timeout=args.timeout
+            )
+    seconds = time.monotonic() - started
     if ctx.json:
-        emit_json({"server": args.server, "restoring": args.backup, "truncate": args.truncate})
+        doc = {"server": args.server, "truncate": args.truncate}
+        doc.update(
+            {"restored": args.backup, "seconds": round(seconds, 3)}
+            if args.wait
+            else {"restoring": args.backup}
+        )
+        emit_json(doc)
+    elif args.wait:
+        ctx.out.print(
+            f"restored server {args.server} from backup {args.backup}"
+            + (" (files truncated first)" if args.truncate else "")
+            + f" in {human_duration(seconds)}"
+        )
     else:
         ctx.out.print(
             f"restore of server {args.server} from backup {args.backup} started"
             + (" (files truncated first)" if args.truncate else "")
-            + "; the node restores in the background"
+            + "; the node restores in the background (--wait waits for it)"
         )
+    return EXIT_OK
+
+
+async def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
+    """``events SERVER``: one JSON object per event per line, until Ctrl-C."""
+    async with ctx.client() as client, client.events(args.server) as events:
+        ctx.note(f"listening to the node's events for server {args.server} (Ctrl-C stops)")
+        async for event in events:
+            print_json_line(event_json(event))
     return EXIT_OK

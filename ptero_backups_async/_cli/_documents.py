@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import IO, Any
 
 from .._errors import DownloadError
-from .._models import Backup, Server
+from .._models import Backup, BackupCompleted, Event, RestoreCompleted, Server, StatusChanged
 from .._outcome import DownloadOutcome
 from ._describe import checksum_text, error_head
 from ._report import Rejected, ServerSync, SyncReport
-from ._text import json_text
+from ._text import json_line, json_text
 
 __all__ = [
     "backup_json",
@@ -37,6 +37,33 @@ def emit_json(doc: Any, file: IO[str] | None = None) -> None:
     out = file or sys.stdout
     out.write(json_text(doc) + "\n")
     out.flush()
+
+
+def print_json_line(doc: Any, file: IO[str] | None = None) -> None:
+    """Write one JSON document on one line to stdout, flushed (a stream of documents)."""
+    out = file or sys.stdout
+    out.write(json_line(doc) + "\n")
+    out.flush()
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """A node event as the JSON line ``ptero-backups events`` prints."""
+    doc: dict[str, Any] = {"server": event.server}
+    if isinstance(event, BackupCompleted):
+        doc.update(
+            event="backup completed",
+            backup_uuid=event.backup_uuid,
+            is_successful=event.is_successful,
+            checksum=str(event.checksum) if event.checksum else None,
+            bytes=event.bytes,
+        )
+    elif isinstance(event, RestoreCompleted):
+        doc["event"] = "backup restore completed"
+    elif isinstance(event, StatusChanged):
+        doc.update(event="status", state=event.state)
+    else:
+        doc.update(event=event.name, args=list(event.args))
+    return doc
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -121,6 +121,13 @@ def _wait_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="first pause between polls (it grows up to 30 s)",
     )
+    parser.add_argument(
+        "--via",
+        choices=("auto", "events", "poll"),
+        default="auto",
+        help="how to learn of completion: the node's events where the key may use them, "
+        "else polling (auto); events only; polling only (default auto)",
+    )
 
 
 def _download_options(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="DELETE all of the server's files before restoring",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument("--wait", action="store_true", help="return once the restore finished")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3600.0,
+        metavar="S",
+        help="with --wait: give up after S seconds",
+    )
+
+    p = command("events", "print the node's events for a server, one JSON object per line")
+    p.add_argument("server", type=_server, metavar="SERVER")
 
     p = command("demo", "run the whole job against a built-in fake panel (no panel needed)")
     p.add_argument(

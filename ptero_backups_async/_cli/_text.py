@@ -86,5 +86,13 @@ def json_text(doc: Any) -> str:
     The characters ``visible()`` escapes are written as ``\\uXXXX``: the same JSON value,
     but no raw C1 control, bidirectional override or lone surrogate in the output.
     """
-    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    return _safe_json(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def json_line(doc: Any) -> str:
+    """``doc`` as one line of JSON (for streams of documents), as safe as ``json_text``."""
+    return _safe_json(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+
+
+def _safe_json(text: str) -> str:
     return _NON_ASCII.sub(lambda m: _json_escape(m[0]) if _unsafe(m[0]) else m[0], text)

@@ -7,31 +7,41 @@ point down only (no cycles, `TYPE_CHECKING` imports included)::
         |
         +--> _routes     ApiRoutes: the client API (auth, rate limit, injected faults, routes)
         +--> _linkhost   LinkHost: Wings-style and S3-style links, scripted DownloadFaults
-        |        (siblings: neither imports the other; the facade hands the routes
-        |         `LinkHost.issue_link` as a plain callable)
+        +--> _node       NodeHost: Wings' websocket (tokens, Origin, auth, expiry, events,
+        |                Pelican's limits), scripted SocketFaults
+        |        (siblings: none imports another; the facade hands the routes
+        |         `LinkHost.issue_link` and `NodeHost.issue_socket` as plain callables)
         v
     _http        request log plumbing, dropped connections, the shutdown signal
     _serialize   backup/server/page/error JSON in each dialect (pterodactyl, pelican, reference)
         |
         v
     _state       PanelConfig and PanelState: servers, backups, throttles, scripted faults,
-        |        the request log; changed only through its public methods
+        |        the request log, change notifications; changed only through its public methods
         v
-    _models      FakeServer, FakeBackup, Fault, DownloadFault, RecordedRequest
-    _wire        leaf helpers: JSON/HTML/XML bodies, ranges, validation, ApiError, archives
+    _models      FakeServer, FakeBackup, Fault, DownloadFault, SocketFault, RecordedRequest,
+        |        NodeConnection, and the StateEvents (BackupFinished, RestoreFinished, ...)
+        v
+    _wire        leaf helpers: JSON/HTML/XML bodies, ranges, validation, ApiError, archives, JWT
 
 No module reads or writes another's private attributes (`ruff --select SLF001` is clean).
 
-The node's websocket (docs/wire.md, "Events") comes next, as one more part: a `_node.py`
-beside `_routes` and `_linkhost`, built on `PanelState`. The facade would serve it on a third
-runner (Wings' own origin), hand `ApiRoutes` its token issuer as a callable for
-`GET /servers/{server}/websocket` (as it hands over `issue_link`), and the node would learn of
-finished backups and restores from the state (e.g. a subscriber list on `PanelState`), never
-from the routes.
+The node learns of finished backups and restores from the state, never from the routes:
+`PanelState.subscribe(callback)` is called with a `BackupFinished` / `RestoreFinished` /
+`PowerChanged` right after the change is recorded, whoever made it (a route, a test calling
+`FakeBackup.complete()`, or the timer that ends a timed backup or restore).
 """
 
 from ._fakepanel import FakePanel
-from ._models import DownloadFault, FakeBackup, FakeServer, Fault, RecordedRequest
+from ._models import (
+    DownloadFault,
+    FakeBackup,
+    FakeServer,
+    Fault,
+    NodeConnection,
+    RecordedRequest,
+    SocketFault,
+)
 
 __all__ = [
     "DownloadFault",
@@ -39,5 +49,7 @@ __all__ = [
     "FakePanel",
     "FakeServer",
     "Fault",
+    "NodeConnection",
     "RecordedRequest",
+    "SocketFault",
 ]

@@ -1,13 +1,14 @@
 """FakePanel: a loopback HTTP server that speaks the panel's backup API as docs/wire.md says.
 
-The facade: it owns the two aiohttp servers (panel and link host), wires the parts together
-(state, API routes, link host) and keeps the public API of `ptero_backups_async.testing`.
+The facade: it owns the three aiohttp servers (panel, link host, node), wires the parts
+together (state, API routes, link host, node) and keeps the public API of
+`ptero_backups_async.testing`.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -25,10 +26,13 @@ from ._models import (
     FakeServer,
     Fault,
     FaultKind,
+    NodeConnection,
     RecordedRequest,
+    SocketFault,
     Storage,
     Unset,
 )
+from ._node import NodeHost
 from ._routes import ApiRoutes
 from ._state import PanelConfig, PanelState
 
@@ -43,9 +47,11 @@ class FakePanel:
 
     Servers and backups are plain objects (`FakeServer`, `FakeBackup`) that tests may read and
     change at any time. The panel API lives at `url` (`{path_prefix}/api/client`); download
-    links point at `link_url`, a second origin. Every request, on either host, is appended to
-    `requests`. The settings given to the constructor are attributes of the same names; a
-    change applies from the next request on.
+    links point at `link_url`, a second origin. Every request to these two is appended to
+    `requests`. The node's websocket (`GET /servers/{server}/websocket` hands out its token
+    and URL) lives at `node_url`, a third origin; its connections are listed by
+    `node_connections()`. The settings given to the constructor are attributes of the same
+    names; a change applies from the next request on.
     """
 
     def __init__(
@@ -62,6 +68,8 @@ class FakePanel:
         backup_duration: float = 0.0,
         restore_duration: float = 0.5,
         link_ttl: float | None = None,
+        ws_token_lifetime: float = 600.0,
+        ws_check_interval: float = 30.0,
     ) -> None:
         if dialect not in ("pterodactyl", "pelican", "reference"):
             raise ValueError(f"unknown dialect {dialect!r}")
@@ -88,14 +96,23 @@ class FakePanel:
             backup_duration=backup_duration,
             restore_duration=restore_duration,
             link_ttl=link_ttl,
+            ws_token_lifetime=ws_token_lifetime,
+            ws_check_interval=ws_check_interval,
         )
         self._state = PanelState(self._config)
         self._shutdown = ShutdownSignal()
         self._link_host = LinkHost(self._state, self._shutdown)
-        self._routes = ApiRoutes(self._state, self._shutdown, self._link_host.issue_link)
+        self._node = NodeHost(self._state, self._shutdown)
+        self._routes = ApiRoutes(
+            self._state,
+            self._shutdown,
+            self._link_host.issue_link,
+            issue_socket=self._node.issue_socket,
+        )
         self._runners: list[web.AppRunner] = []
         self._api_origin: str | None = None
         self._link_origin: str | None = None
+        self._node_origin: str | None = None
 
     # Settings: stored in the config that every part reads.
 
@@ -199,6 +216,28 @@ class FakePanel:
         self._config.link_ttl = value
 
     @property
+    def ws_token_lifetime(self) -> float:
+        """Lifetime of a websocket token, in seconds (the panel's is 600).
+
+        `exp` is whole seconds, rounded up: a token lives at least this long. The node says
+        `token expiring` when at most min(60, ws_token_lifetime / 2) seconds remain.
+        """
+        return self._config.ws_token_lifetime
+
+    @ws_token_lifetime.setter
+    def ws_token_lifetime(self, value: float) -> None:
+        self._config.ws_token_lifetime = value
+
+    @property
+    def ws_check_interval(self) -> float:
+        """How often the node checks each socket's token for expiry, in seconds (Wings: 30)."""
+        return self._config.ws_check_interval
+
+    @ws_check_interval.setter
+    def ws_check_interval(self, value: float) -> None:
+        self._config.ws_check_interval = value
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received, API and link host, in arrival order."""
         return self._state.requests
@@ -223,8 +262,15 @@ class FakePanel:
             raise RuntimeError("FakePanel is not started")
         return self._link_origin
 
+    @property
+    def node_url(self) -> str:
+        """Base URL of the node (Wings), whose websockets the token route points at."""
+        if self._node_origin is None:
+            raise RuntimeError("FakePanel is not started")
+        return self._node_origin
+
     async def start(self) -> None:
-        """Bind the panel and the link host on 127.0.0.1, each on a free port."""
+        """Bind the panel, the link host and the node on 127.0.0.1, each on a free port."""
         if self._runners:
             raise RuntimeError("FakePanel is already started")
         self._shutdown.arm()
@@ -233,6 +279,8 @@ class FakePanel:
             self._routes.bind(self._api_origin)
             self._link_origin = await self._serve(self._link_host.handle)
             self._link_host.bind(self._link_origin)
+            self._node_origin = await self._serve(self._node.handle)
+            self._node.bind(self._node_origin, panel_url=self.url)
         except BaseException:
             await self.aclose()
             raise
@@ -249,7 +297,11 @@ class FakePanel:
         return f"http://127.0.0.1:{port}"
 
     async def aclose(self) -> None:
-        """Stop both hosts; stalled responses are cut short. Idempotent."""
+        """Stop every host; websockets get a close (1001), stalled responses are cut short.
+
+        Idempotent.
+        """
+        await self._node.close()
         self._shutdown.fire()
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
@@ -280,8 +332,14 @@ class FakePanel:
         uuid: str | None = None,
         owner_key: str | None = None,
         fail_backups: bool = False,
+        permissions: Sequence[str] = ("*",),
+        owner_is_admin: bool = False,
     ) -> FakeServer:
-        """Add a server; owner_key (default: the panel's key) is the only key that sees it."""
+        """Add a server; owner_key (default: the panel's key) is the only key that sees it.
+
+        `permissions` and `owner_is_admin` describe that key's user on the server (see
+        `FakeServer`): the websocket token carries them.
+        """
         return self._state.add_server(
             name=name,
             backup_limit=backup_limit,
@@ -289,6 +347,8 @@ class FakePanel:
             uuid=uuid,
             owner_key=owner_key,
             fail_backups=fail_backups,
+            permissions=permissions,
+            owner_is_admin=owner_is_admin,
         )
 
     def add_backup(
@@ -387,7 +447,7 @@ class FakePanel:
         return fault
 
     def clear_faults(self) -> None:
-        """Drop every scripted API fault and download script."""
+        """Drop every scripted API fault, download script and socket script."""
         self._state.clear_faults()
 
     def script_download(self, backup: FakeBackup | str, *faults: DownloadFault | None) -> None:
@@ -396,6 +456,28 @@ class FakePanel:
         Replaces any earlier script for the backup; once it is used up, links behave normally.
         """
         self._state.script_download(self._state.resolve_backup(backup), faults)
+
+    def script_socket(self, server: FakeServer | str, *faults: SocketFault | None) -> None:
+        """Script the next websocket upgrade requests of this server: the n-th gets faults[n].
+
+        None: a normal connection. Replaces any earlier script for the server; once it is used
+        up, connections behave normally.
+        """
+        self._state.script_socket(self._state.resolve_server(server), faults)
+
+    def send_node_frame(self, server: FakeServer | str, frame: str | bytes) -> int:
+        """Send `frame` as is on every open socket of the server, authenticated or not.
+
+        A str goes out as a text frame, bytes as a binary frame (not JSON, unknown events,
+        huge frames: whatever a test needs). Returns the number of sockets it went to.
+        """
+        return self._node.send_frame(self._state.resolve_server(server), frame)
+
+    def node_connections(self, server: FakeServer | str | None = None) -> list[NodeConnection]:
+        """Websocket upgrade requests to the node (refused ones too), oldest first."""
+        return self._node.connections(
+            None if server is None else self._state.resolve_server(server)
+        )
 
     def clear_requests(self) -> None:
         """Forget the recorded requests."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import re
@@ -13,7 +14,9 @@ from typing import Any, Literal
 import attrs
 
 __all__ = [
+    "ADMIN_PERMISSIONS",
     "UNSET",
+    "BackupFinished",
     "BackupState",
     "Dialect",
     "DownloadFault",
@@ -22,7 +25,13 @@ __all__ = [
     "FakeServer",
     "Fault",
     "FaultKind",
+    "NodeConnection",
+    "PowerChanged",
     "RecordedRequest",
+    "RestoreFinished",
+    "SocketFault",
+    "SocketFaultKind",
+    "StateEvent",
     "Storage",
     "Unset",
 ]
@@ -45,6 +54,14 @@ DownloadFaultKind = Literal[
     "endless",
     "trickle",
 ]
+SocketFaultKind = Literal["refuse", "drop", "close", "silent", "miss_events"]
+
+#: What the panel adds to a root admin's websocket token, after "*".
+ADMIN_PERMISSIONS = (
+    "admin.websocket.errors",
+    "admin.websocket.install",
+    "admin.websocket.transfer",
+)
 
 
 class Unset(enum.Enum):
@@ -56,9 +73,32 @@ class Unset(enum.Enum):
 UNSET = Unset.UNSET
 
 
+def _call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle | None:
+    """A timer on the running loop; None outside one (the change then happens on access only)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return loop.call_later(max(delay, 0.0), callback)
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+
+
 @attrs.define(eq=False)
 class FakeServer:
-    """A server of a FakePanel; `backups` lists live backups, `all_backups` deleted ones too."""
+    """A server of a FakePanel; `backups` lists live backups, `all_backups` deleted ones too.
+
+    `permissions` is what the key's user may do on the server, as the panel puts it in the
+    websocket token: `["*"]` for the owner (the default), or a subuser's list such as
+    `["websocket.connect", "backup.read"]`. Without `websocket.connect` (or `*`) the token route
+    answers 403. `owner_is_admin` makes the key's user a root admin: the token then carries `*`
+    and the admin websocket permissions, and the token route keeps answering while the server
+    is being restored (other keys get 409, as on every other server route). `power_state` is
+    what the node reports in `status` events ("running", "offline", "starting", "stopping").
+    """
 
     identifier: str
     uuid: str
@@ -68,9 +108,36 @@ class FakeServer:
     fail_backups: bool = False
     #: Every successful restore request, in order: (backup uuid, truncate).
     restores: list[tuple[str, bool]] = attrs.field(factory=list)
+    #: The user's permissions on this server, as the websocket token carries them.
+    permissions: list[str] = attrs.field(factory=lambda: ["*"])
+    #: Whether the key's user is a root admin (see the class docstring).
+    owner_is_admin: bool = False
+    #: Called with every StateEvent of this server; the panel's state sets it.
+    _listener: Callable[[StateEvent], None] | None = attrs.field(
+        default=None, repr=False, alias="listener"
+    )
+    _power_state: str = attrs.field(default="running", alias="power_state")
     _all_backups: list[FakeBackup] = attrs.field(factory=list, init=False, repr=False)
     _status: str | None = attrs.field(default=None, init=False)
     _status_until: float | None = attrs.field(default=None, init=False, repr=False)
+    _status_timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False, repr=False)
+
+    def notify(self, event: StateEvent) -> None:
+        """Tell the panel's state about a change of this server or of one of its backups."""
+        if self._listener is not None:
+            self._listener(event)
+
+    @property
+    def power_state(self) -> str:
+        """The process state the node reports ("running", "offline", ...)."""
+        return self._power_state
+
+    @power_state.setter
+    def power_state(self, value: str) -> None:
+        changed = value != self._power_state
+        self._power_state = value
+        if changed:
+            self.notify(PowerChanged(self, value))
 
     @property
     def status(self) -> str | None:
@@ -80,19 +147,36 @@ class FakeServer:
             and self._status_until is not None
             and time.monotonic() >= self._status_until
         ):
-            self._status = None
-            self._status_until = None
+            self._change_status(None, None)
         return self._status
 
     @status.setter
     def status(self, value: str | None) -> None:
-        self._status = value
-        self._status_until = None
+        self._change_status(value, None)
 
     def set_status(self, value: str | None, duration: float | None = None) -> None:
-        """Put the server in `value` state, for `duration` seconds (None: until changed)."""
+        """Put the server in `value` state, for `duration` seconds (None: until changed).
+
+        The state ends on time even when nobody looks (a timer on the running loop), so the
+        node reports a finished restore without being asked.
+        """
+        self._change_status(value, duration)
+
+    def _change_status(self, value: str | None, duration: float | None) -> None:
+        old = self._status
+        _cancel(self._status_timer)
+        self._status_timer = None
         self._status = value
         self._status_until = None if duration is None else time.monotonic() + duration
+        if value is not None and duration is not None:
+            self._status_timer = _call_later(duration, self._status_elapsed)
+        if old == "restoring_backup" and value != "restoring_backup":
+            self.notify(RestoreFinished(self))
+
+    def _status_elapsed(self) -> None:
+        self._status_timer = None
+        if self._status is not None and self._status_until is not None:
+            self._change_status(None, None)
 
     @property
     def backups(self) -> list[FakeBackup]:
@@ -145,25 +229,42 @@ class FakeBackup:
     _duration: float | None = attrs.field(default=None, init=False, repr=False)
     _finish_fails: bool = attrs.field(default=False, init=False, repr=False)
     _digest: tuple[bytes, str, str] | None = attrs.field(default=None, init=False, repr=False)
+    _timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False, repr=False)
 
-    def _settle(self) -> None:
+    def _settle(self, *, elapsed: bool = False) -> None:
+        """Finish a timed creation once its duration has passed (`elapsed`: the timer says so)."""
         if self._state != "creating" or self._duration is None:
             return
-        if time.monotonic() - self._started < self._duration:
+        if not elapsed and time.monotonic() - self._started < self._duration:
             return
+        _cancel(self._timer)
+        self._timer = None
         self._state = "failed" if self._finish_fails else "completed"
         self._completed_at = (self.created_at + timedelta(seconds=self._duration)).replace(
             microsecond=0
         )
         self._duration = None
+        self.server.notify(BackupFinished(self.server, self))
+
+    def _elapsed(self) -> None:
+        self._timer = None
+        self._settle(elapsed=True)
 
     def begin(self, duration: float | None = None, *, fails: bool = False) -> None:
-        """Start creating now: done after `duration` s (None: when told), failed if `fails`."""
+        """Start creating now: done after `duration` s (None: when told), failed if `fails`.
+
+        A timed creation ends on time even when nobody looks (a timer on the running loop), so
+        the node reports it without being asked.
+        """
+        _cancel(self._timer)
+        self._timer = None
         self._state = "creating"
         self._completed_at = None
         self._started = time.monotonic()
         self._duration = duration
         self._finish_fails = fails
+        if duration is not None:
+            self._timer = _call_later(duration, self._elapsed)
 
     @property
     def state(self) -> BackupState:
@@ -190,15 +291,21 @@ class FakeBackup:
 
     def complete(self, at: datetime | None = None) -> None:
         """Finish the backup successfully, `at` that time (default: now)."""
-        self._state = "completed"
-        self._duration = None
-        self._completed_at = _now() if at is None else at
+        self._finish("completed", at)
 
     def fail(self, at: datetime | None = None) -> None:
         """Finish the backup as failed, `at` that time (default: now)."""
-        self._state = "failed"
+        self._finish("failed", at)
+
+    def _finish(self, state: BackupState, at: datetime | None) -> None:
+        was_creating = self.state == "creating"
+        _cancel(self._timer)
+        self._timer = None
+        self._state = state
         self._duration = None
         self._completed_at = _now() if at is None else at
+        if was_creating:
+            self.server.notify(BackupFinished(self.server, self))
 
     def hexdigest(self, algorithm: str) -> str:
         """Hex digest of `content` with `algorithm` ("sha1", "sha256", ...)."""
@@ -418,3 +525,119 @@ class Fault:
         if self.method is not None and self.method.upper() != method.upper():
             return False
         return self._pattern is None or self._pattern.search(path) is not None
+
+
+# What the panel's state tells its subscribers (the node): one object per change.
+
+
+@attrs.frozen(eq=False)
+class BackupFinished:
+    """A backup left "creating" (completed or failed); the panel has recorded the result."""
+
+    server: FakeServer
+    backup: FakeBackup
+
+
+@attrs.frozen(eq=False)
+class RestoreFinished:
+    """A restore ended: the server's status is back from "restoring_backup"."""
+
+    server: FakeServer
+
+
+@attrs.frozen(eq=False)
+class PowerChanged:
+    """The server's `power_state` changed."""
+
+    server: FakeServer
+    state: str
+
+
+#: A change of the panel's state, as `PanelState.subscribe` callbacks receive it.
+StateEvent = BackupFinished | RestoreFinished | PowerChanged
+
+
+@attrs.frozen
+class SocketFault:
+    """One scripted misbehaviour of the node for one websocket connection of a server.
+
+    Set with `FakePanel.script_socket(server, *faults)`: each upgrade request for the server
+    takes the next one (None: normal). Timed faults count from the connection's first
+    `auth success`.
+    """
+
+    kind: SocketFaultKind
+    #: HTTP status of a refused upgrade.
+    status: int = 0
+    #: Close code of a clean close.
+    code: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def refuse(cls, status: int = 403) -> SocketFault:
+        """Refuse the upgrade with this HTTP status (a plain response, no websocket)."""
+        if not 400 <= status <= 599:
+            raise ValueError("status must be a 4xx or 5xx")
+        return cls("refuse", status=status)
+
+    @classmethod
+    def drop_after(cls, seconds: float) -> SocketFault:
+        """Cut the TCP connection `seconds` after `auth success`, with no close frame."""
+        if not seconds >= 0:
+            raise ValueError("seconds must be ≥ 0")
+        return cls("drop", seconds=float(seconds))
+
+    @classmethod
+    def close(cls, code: int, after: float = 0.0) -> SocketFault:
+        """Close the websocket cleanly with `code`, `after` seconds after `auth success`."""
+        if not 1000 <= code <= 4999 or code in (1004, 1005, 1006, 1015):
+            raise ValueError(f"{code} is not a close code a server may send")
+        if not after >= 0:
+            raise ValueError("after must be ≥ 0")
+        return cls("close", code=code, seconds=float(after))
+
+    @classmethod
+    def silent(cls) -> SocketFault:
+        """Accept the upgrade, then never answer anything (not even `auth`) and never close."""
+        return cls("silent")
+
+    @classmethod
+    def miss_events(cls) -> SocketFault:
+        """A working socket that never delivers `backup completed` or `backup restore completed`."""
+        return cls("miss_events")
+
+
+@attrs.define(eq=False)
+class NodeConnection:
+    """One websocket upgrade request to the node, and what went over the socket afterwards."""
+
+    #: The server the request was for.
+    server_uuid: str
+    #: The request's Origin header (None when absent).
+    origin: str | None
+    #: time.monotonic() when the upgrade request arrived.
+    opened_at: float
+    #: time.monotonic() when the socket (or the refused request) ended; None while open.
+    closed_at: float | None = None
+    #: 101 when upgraded; otherwise the status the upgrade was refused with.
+    status: int = 101
+    #: The close code: the node's when it closed, the client's when the client did; None when
+    #: the connection was cut without a close frame, refused, or is still open.
+    close_code: int | None = None
+    #: The scripted SocketFault's kind applied to this connection, if any.
+    fault: str | None = None
+    #: `auth` messages that succeeded.
+    auth_count: int = 0
+    #: Frames received from the client that were JSON objects, in order.
+    received: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Frames the node sent that were JSON objects (injected frames included), in order.
+    sent: list[dict[str, Any]] = attrs.field(factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the socket is still open."""
+        return self.status == 101 and self.closed_at is None
+
+    def events_sent(self) -> list[str]:
+        """The `event` names of `sent`, in order."""
+        return [str(frame.get("event")) for frame in self.sent]

@@ -104,7 +104,9 @@ def _not_found(
 class ApiRoutes:
     """The client API of a FakePanel: `handle` answers every request to the panel's origin.
 
-    Download links come from `issue_link` (the link host's), so this part needs no link host.
+    Download links come from `issue_link` (the link host's) and websocket tokens from
+    `issue_socket` (the node's: `(server, key) -> (token, socket URL)`), so this part needs
+    neither. Without `issue_socket` there is no `/websocket` route.
     """
 
     def __init__(
@@ -112,11 +114,13 @@ class ApiRoutes:
         state: PanelState,
         shutdown: ShutdownSignal,
         issue_link: Callable[[FakeBackup], str],
+        issue_socket: Callable[[FakeServer, str], tuple[str, str]] | None = None,
     ) -> None:
         self._state = state
         self._config = state.config
         self._shutdown = shutdown
         self._issue_link = issue_link
+        self._issue_socket = issue_socket
         self._origin: str | None = None
         dialect = self._config.dialect
         self._cookie_name = "pelican_session" if dialect == "pelican" else "pterodactyl_session"
@@ -279,6 +283,9 @@ class ApiRoutes:
         ]
         if self._config.dialect == "pelican":
             routes.append((b + "/rename", True, {"PUT": self._backup_rename}))
+        if self._issue_socket is not None and self._config.dialect != "reference":
+            # The reference page knows no websocket: a panel that follows it has no such route.
+            routes.append((s + "/websocket", False, {"GET": self._websocket}))
         return [(re.compile(p), guarded, m) for p, guarded, m in routes]
 
     async def _route(
@@ -391,6 +398,22 @@ class ApiRoutes:
 
     async def _server_view(self, ctx: _Ctx) -> web.StreamResponse:
         return _json(200, server_json(ctx.srv, self._state.internal_id(ctx.srv)))
+
+    async def _websocket(self, ctx: _Ctx) -> web.StreamResponse:
+        server = ctx.srv
+        # The panel lets root admins fetch a token whatever the server's state, unless it is
+        # suspended; everyone else gets the 409 of every other server route.
+        if not (server.owner_is_admin and server.status != "suspended"):
+            self._check_server_state(server)
+        if not server.owner_is_admin and not {"*", "websocket.connect"} & set(server.permissions):
+            raise ApiError(
+                403,
+                "AccessDeniedHttpException",
+                "You do not have permission to connect to this server's websocket.",
+            )
+        assert self._issue_socket is not None
+        token, socket = self._issue_socket(server, ctx.key)
+        return _json(200, {"data": {"token": token, "socket": socket}})
 
     async def _backups_index(self, ctx: _Ctx) -> web.StreamResponse:
         backups = ctx.srv.backups

@@ -20,6 +20,7 @@ __all__ = [
     "backup_page",
     "error_code",
     "errors_json",
+    "node_backup_completed",
     "paginate",
     "server_json",
     "server_page",
@@ -194,3 +195,33 @@ def status_error_json(status: int, dialect: Dialect) -> dict[str, Any]:
 def wings_error_body(message: str) -> bytes:
     """A Wings error body (Go's encoding/json, with a fresh request id)."""
     return json.dumps({"error": message, "request_id": str(uuid_mod.uuid4())}).encode()
+
+
+def node_backup_completed(backup: FakeBackup) -> str:
+    """`args[0]` of the node's `backup completed` event: the JSON text Wings publishes.
+
+    Wings sends the bare hex digest it computed and `checksum_type`; the panel stores them as
+    `<type>:<hex>`, so both are read back from the panel's record here (a GET after the event
+    agrees with it). Go marshals a map with its keys sorted.
+    """
+    if backup.state == "completed":
+        raw = backup.wire_checksum_in("completed")
+        kind, sep, digest = (raw or "").partition(":")
+        if not sep:
+            kind, digest = "sha1", raw or ""
+        payload: dict[str, Any] = {
+            "checksum": digest,
+            "checksum_type": kind,
+            "file_size": len(backup.content),
+            "is_successful": True,
+            "uuid": backup.uuid,
+        }
+    else:
+        payload = {
+            "checksum": "",
+            "checksum_type": "sha1",
+            "file_size": 0,
+            "is_successful": False,
+            "uuid": backup.uuid,
+        }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))

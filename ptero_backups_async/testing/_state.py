@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid as uuid_mod
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -24,6 +24,8 @@ from ._models import (
     FakeServer,
     Fault,
     RecordedRequest,
+    SocketFault,
+    StateEvent,
     Storage,
     Unset,
 )
@@ -56,6 +58,10 @@ class PanelConfig:
     restore_duration: float
     #: Lifetime of a download link, in seconds.
     link_ttl: float
+    #: Lifetime of a websocket token, in seconds.
+    ws_token_lifetime: float = 600.0
+    #: How often the node checks each socket's token for expiry, in seconds.
+    ws_check_interval: float = 30.0
 
 
 @attrs.frozen
@@ -92,6 +98,31 @@ class PanelState:
         self._windows: dict[str, _Window] = {}
         self._fail_next: dict[FakeServer, int] = {}
         self._action_times: dict[tuple[FakeServer, Action], list[float]] = {}
+        self._socket_scripts: dict[FakeServer, deque[SocketFault | None]] = {}
+        self._subscribers: list[Callable[[StateEvent], None]] = []
+        self._users: dict[str, str] = {}
+
+    # Change notifications.
+
+    def subscribe(self, callback: Callable[[StateEvent], None]) -> Callable[[], None]:
+        """Call `callback` with every StateEvent from now on; returns the unsubscribe function.
+
+        Events are published right after the change is recorded (a backup's result, a server's
+        status back to None), from whatever code made the change: a route, a test, or the
+        timer that ends a timed backup or restore. Callbacks must not block.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def publish(self, event: StateEvent) -> None:
+        """Hand `event` to every subscriber (servers call this through `FakeServer.notify`)."""
+        for callback in list(self._subscribers):
+            callback(event)
 
     # Servers and backups.
 
@@ -109,6 +140,8 @@ class PanelState:
         uuid: str | None,
         owner_key: str | None,
         fail_backups: bool,
+        permissions: Iterable[str] = ("*",),
+        owner_is_admin: bool = False,
     ) -> FakeServer:
         """Add a server (see `FakePanel.add_server`); ValueError if its id or UUID is taken."""
         if uuid is None:
@@ -130,6 +163,9 @@ class PanelState:
             backup_limit=backup_limit,
             owner_key=owner_key,
             fail_backups=fail_backups,
+            permissions=list(permissions),
+            owner_is_admin=owner_is_admin,
+            listener=self.publish,
         )
         self._servers.append(server)
         return server
@@ -269,6 +305,10 @@ class PanelState:
         """Whether `key` is the panel's key or some server's owner key."""
         return key == self.config.api_key or any(s.owner_key == key for s in self._servers)
 
+    def user_uuid(self, key: str) -> str:
+        """The UUID of the user that `key` belongs to (one user per key)."""
+        return self._users.setdefault(key, str(uuid_mod.uuid4()))
+
     def servers_of(self, key: str) -> list[FakeServer]:
         """The servers `key` can see, in the order they were added."""
         return [s for s in self._servers if self.owner(s) == key]
@@ -341,10 +381,20 @@ class PanelState:
                 backup.served_content = fault.content
         return fault
 
+    def script_socket(self, server: FakeServer, faults: Iterable[SocketFault | None]) -> None:
+        """Script the next websocket connections of `server`, replacing any earlier script."""
+        self._socket_scripts[server] = deque(faults)
+
+    def next_socket_fault(self, server: FakeServer) -> SocketFault | None:
+        """The scripted fault of the next websocket connection of `server`, now used."""
+        script = self._socket_scripts.get(server)
+        return script.popleft() if script else None
+
     def clear_faults(self) -> None:
-        """Drop every scripted API fault and download script."""
+        """Drop every scripted API fault, download script and socket script."""
         self._faults.clear()
         self._scripts.clear()
+        self._socket_scripts.clear()
 
     # Request log.
 

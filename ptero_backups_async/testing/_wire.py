@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
+import hashlib
+import hmac
 import html
 import io
 import json
@@ -15,11 +19,14 @@ from typing import Any
 
 __all__ = [
     "ApiError",
+    "JwtError",
     "Rule",
     "html_page",
     "http_date",
     "iso",
     "json_bytes",
+    "jwt_decode",
+    "jwt_encode",
     "make_archive",
     "parse_range",
     "redirect_page",
@@ -263,3 +270,62 @@ def validate(data: dict[str, Any], rules: list[Rule]) -> None:
             )
     if errors:
         raise ApiError(422, "ValidationException", errors[0]["detail"], errors=errors)
+
+
+# JSON Web Tokens, HS256 only: what the panel signs and the node checks (RFC 7519).
+
+
+class JwtError(Exception):
+    """A token the node rejects; the message is the one Wings sends in `jwt error`."""
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    if not text or any(c not in _B64URL for c in text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _hs256(secret: bytes, signing_input: str) -> bytes:
+    return hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
+
+
+def jwt_encode(
+    claims: dict[str, Any], secret: bytes, *, headers: dict[str, Any] | None = None
+) -> str:
+    """A compact HS256 JWT of `claims` (JSON as the panel's library writes it)."""
+    header = {"typ": "JWT", "alg": "HS256", **(headers or {})}
+    signing_input = ".".join(
+        _b64url(json.dumps(part, separators=(",", ":"), ensure_ascii=False).encode())
+        for part in (header, claims)
+    )
+    return f"{signing_input}.{_b64url(_hs256(secret, signing_input))}"
+
+
+def jwt_decode(token: str, secret: bytes) -> dict[str, Any]:
+    """The claims of an HS256 `token` signed with `secret`; JwtError otherwise.
+
+    Only the form and the signature are checked here; the times are the node's business.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise JwtError("jwt: malformed token")
+    try:
+        header = json.loads(_unb64url(parts[0]))
+        claims = json.loads(_unb64url(parts[1]))
+        signature = _unb64url(parts[2])
+    except (ValueError, binascii.Error, RecursionError):
+        raise JwtError("jwt: malformed token") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise JwtError("jwt: malformed token")
+    if header.get("alg") != "HS256":
+        raise JwtError("jwt: algorithm mismatch")
+    if not hmac.compare_digest(signature, _hs256(secret, f"{parts[0]}.{parts[1]}")):
+        raise JwtError("jwt: HMAC verification failed")
+    return claims

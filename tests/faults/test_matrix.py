@@ -73,7 +73,9 @@ OPS = [
         "wait",
         "GET",
         UUID_PATH,
-        lambda c, s, b: c.backups(s.identifier).wait(b.uuid, timeout=5, poll_interval=0.05),
+        lambda c, s, b: c.backups(s.identifier).wait(
+            b.uuid, timeout=5, poll_interval=0.05, via="poll"
+        ),
     ),
     Op(
         "download_url",
