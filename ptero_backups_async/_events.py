@@ -63,6 +63,8 @@ MAX_FAILURES = 3
 MAX_FRAME = 1024 * 1024
 #: aiohttp's ping interval; a node that stops answering is noticed within about twice that.
 HEARTBEAT = 30.0
+#: How long closing a socket waits for the node's close frame.
+CLOSE_TIMEOUT = 1.0
 #: Pelican closes a socket with this code while the server is being restored.
 CLOSE_RESTORING = 4409
 
@@ -257,6 +259,9 @@ class NodeHub:
                     heartbeat=HEARTBEAT,
                     max_msg_size=MAX_FRAME,
                     autoping=True,
+                    # A node that does not answer a close frame must not hold up a reader
+                    # that leaves (or the client closing).
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
                 )
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in (400, 401, 403, 404):
