@@ -25,7 +25,7 @@ from ._errors import (
     UnsupportedOperationError,
     WaitTimeoutError,
 )
-from ._events import Item, NodeHub, Unavailable
+from ._events import Connected, Item, NodeHub, Unavailable
 from ._models import Backup, BackupCompleted, BackupState, DownloadResult, Page, RestoreCompleted
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
 from ._panel import PanelAPI
@@ -412,7 +412,9 @@ class BackupsResource:
                             "restore of %s: polling the server: %s", self.server, item.reason
                         )
                         interval = 2.0
-                    continue
+                    if not isinstance(item, Connected) or not item.reconnect:
+                        continue
+                    # Reconnected: the restore may have ended in the gap; look now.
                 if not await self._restoring():
                     return
                 if not events or interval < RESTORE_POLL:

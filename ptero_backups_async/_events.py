@@ -27,7 +27,7 @@ import aiohttp
 import anyio
 from attrs import frozen
 
-from ._errors import EventsUnavailableError, PermissionDeniedError, PteroError
+from ._errors import ConflictError, EventsUnavailableError, PermissionDeniedError, PteroError
 from ._models import (
     BackupCompleted,
     Event,
@@ -219,7 +219,7 @@ class NodeHub:
                 _Dropped,
             ) as exc:
                 reason = _describe(exc)
-                authed = False
+                authed = self._connected  # up, then dropped: a reconnect, not a failure
                 logger.info("server %s: node socket failed: %s", self.server, reason)
             else:
                 reason = "the node closed the socket"
@@ -301,7 +301,13 @@ class NodeHub:
                 continue
             name, args = frame
             if name == "token expiring":
-                token = await self._token()
+                try:
+                    token = await self._token()
+                except ConflictError:
+                    # The panel refuses tokens while the server restores (409); the current
+                    # one is still good: keep reading and try again at the next warning.
+                    logger.info("server %s: token renewal refused (409); retrying", self.server)
+                    continue
                 await ws.send_json({"event": "auth", "args": [token]})
             elif name in ("token expired", "jwt error"):
                 raise _Dropped(f"the node said {name!r}")
@@ -352,9 +358,6 @@ class _Permanent(Exception):
 
 class _Dropped(Exception):
     """The socket ended; a reconnect may help."""
-
-
-_RETRYABLE = (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError, PteroError, _Dropped)
 
 
 def _describe(exc: BaseException) -> str:

@@ -327,3 +327,33 @@ async def test_via_is_validated(fake: FakePanel) -> None:
                 "0e9d0c6e-4b50-4f64-9fc4-0d6c8d1b9e2a",
                 via="socket",  # type: ignore[arg-type]
             )
+
+
+async def test_a_restore_that_ends_while_the_socket_reconnects_is_seen_at_once() -> None:
+    async with FakePanel(restore_duration=1.0) as panel:
+        register_key(panel.api_key)
+        server = panel.add_server()
+        backup = panel.add_backup(server)
+        panel.script_socket(server, SocketFault.drop_after(0.9))
+        async with client_for(panel) as client:
+            started = anyio.current_time()
+            with anyio.fail_after(15):
+                await client.backups(server.identifier).restore(backup.uuid, wait=True)
+            # Not the 30 s status poll: the reconnect looks at the server's status.
+            assert anyio.current_time() - started < 10
+
+
+async def test_a_token_renewal_refused_during_a_restore_keeps_the_socket() -> None:
+    async with FakePanel(
+        restore_duration=3.0, ws_token_lifetime=4.0, ws_check_interval=0.25
+    ) as panel:
+        register_key(panel.api_key)
+        server = panel.add_server()
+        backup = panel.add_backup(server)
+        async with client_for(panel) as client:
+            with anyio.fail_after(15):
+                await client.backups(server.identifier).restore(backup.uuid, wait=True)
+        (connection,) = panel.node_connections(server)
+    assert "backup restore completed" in connection.events_sent()
+    refused = [r for r in panel.api_requests() if r.path.endswith("/websocket") and r.status == 409]
+    assert refused, "the renewal was asked for during the restore, and refused"
