@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -11,6 +12,9 @@ import pytest
 from ptero_backups_async import PteroClient
 from ptero_backups_async._cli import main
 from ptero_backups_async.testing import FakePanel
+
+#: A JSON Web Token: the node's websocket tokens look like this.
+JWT = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+")
 
 #: Every API key a FakePanel handed out during the session.
 ISSUED_KEYS: set[str] = set()
@@ -47,6 +51,9 @@ def _no_key_in_any_log_line() -> Iterator[None]:
         assert handler.lines, "the SDK logged nothing at DEBUG: the guard would prove nothing"
     leaks = [line for line in handler.lines for key in ISSUED_KEYS if key in line]
     assert not leaks, f"{len(leaks)} log lines contain a whole API key, e.g. {leaks[0][:200]!r}"
+    # The node's websocket tokens (JWTs) are credentials too.
+    tokens = [line for line in handler.lines if JWT.search(line)]
+    assert not tokens, f"{len(tokens)} log lines contain a token, e.g. {tokens[0][:200]!r}"
 
 
 @pytest.fixture
