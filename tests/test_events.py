@@ -345,7 +345,7 @@ async def test_a_restore_that_ends_while_the_socket_reconnects_is_seen_at_once()
 
 async def test_a_token_renewal_refused_during_a_restore_keeps_the_socket() -> None:
     async with FakePanel(
-        restore_duration=3.0, ws_token_lifetime=4.0, ws_check_interval=0.25
+        restore_duration=5.0, ws_token_lifetime=6.0, ws_check_interval=0.25
     ) as panel:
         register_key(panel.api_key)
         server = panel.add_server()
