@@ -9,10 +9,13 @@ or a small hostile aiohttp server of the test's own, whose URL FakePanel hands o
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import itertools
 import os
 import pathlib
 import re
+import socket
 import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -211,6 +214,36 @@ async def test_short_writes_still_land_byte_exact(
 
 
 # ------------------------------------------------------------------ what a failure says
+
+
+async def test_a_link_host_that_never_accepts_the_connection_fails_within_read_timeout(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    # A listening socket whose accept queue is full drops new SYNs, as a blackholed host
+    # does: the connection neither succeeds nor is refused.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        queued.append(filler)
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=CONTENT[:10_000])
+    backup.link_factory = lambda: f"http://127.0.0.1:{port}/file?token=secret"
+    try:
+        with anyio.fail_after(3), pytest.raises(DownloadError) as info:
+            await client.backups(server.identifier).download(
+                backup.uuid, tmp_path, read_timeout=0.3, max_attempts=1
+            )
+    finally:
+        for sock in (*queued, listener):
+            sock.close()
+    assert "no data within read_timeout" in info.value.history[0]
 
 
 async def test_a_stall_says_how_far_the_body_got(
@@ -418,6 +451,14 @@ class RangedHost:
 
         return step
 
+    def unlabelled(self, start: int) -> Callable[[web.Request], Any]:
+        """206 with no ``Content-Range``: bytes from ``start``, whatever was asked."""
+
+        async def step(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=206, body=self.body[start:])
+
+        return step
+
     def whole(self) -> Callable[[web.Request], Any]:
         async def step(request: web.Request) -> web.StreamResponse:
             return web.Response(body=self.body, headers={"Accept-Ranges": "bytes"})
@@ -470,6 +511,26 @@ async def test_a_206_whose_length_disagrees_is_refused_before_a_byte_is_kept(
     assert host.ranges == [None, "bytes=100000-", "bytes=100000-"]
     assert result.attempts == 3
     assert result.path.read_bytes() == host.body
+
+
+async def test_a_206_without_content_range_is_never_spliced_in(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    # One byte came before the drop; the next answer is a 206 that does not say which bytes
+    # it holds (here: the file from byte 0). Splicing it after the first byte would write a
+    # file that is one byte off everywhere.
+    host = RangedHost(CONTENT[:300_000])
+    host.steps = [host.broken_200(1), host.unlabelled(0)]
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=host.body)
+    async with Host(host) as served:
+        backup.link_factory = lambda: served.url
+        with anyio.fail_after(10), pytest.raises(DownloadError) as info:
+            await client.backups(server.identifier).download(backup.uuid, tmp_path, max_attempts=2)
+    assert not isinstance(info.value, ChecksumMismatchError)
+    assert host.ranges == [None, "bytes=1-"]
+    assert "206 with Content-Range None for a request from byte 1" in info.value.history[1]
+    assert not list(tmp_path.iterdir())
 
 
 async def test_after_a_416_the_next_attempt_starts_from_zero(
@@ -568,6 +629,34 @@ async def test_download_options_are_refused_by_name_before_any_request(
     assert not panel.requests
 
 
+async def test_a_deep_destination_is_fine_when_each_name_fits(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    # 255 bytes is the limit of one name, not of a path.
+    deep = tmp_path / ("d" * 120) / ("e" * 120) / ("f" * 120) / "mirror.tar.gz"
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=CONTENT[:10_000])
+    result = await client.backups(server.identifier).download(backup.uuid, deep)
+    assert result.path == deep
+    assert deep.read_bytes() == CONTENT[:10_000]
+
+
+async def test_a_file_name_must_leave_room_for_its_part_and_lock_files(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=CONTENT[:10_000])
+    backups = client.backups(server.identifier)
+    fits = tmp_path / ("a" * 250)  # + ".part" is 255 bytes: the most a name may have
+    result = await backups.download(backup.uuid, fits)
+    assert fits.read_bytes() == CONTENT[:10_000]
+    assert result.path == fits
+    panel.clear_requests()
+    with pytest.raises(InvalidArgumentError, match="too long"):
+        await backups.download(backup.uuid, tmp_path / ("b" * 251))
+    assert not panel.requests, "refused before the panel was asked anything"
+
+
 async def test_a_min_rate_under_one_byte_a_second_is_a_valid_floor(
     panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
 ) -> None:
@@ -631,6 +720,27 @@ async def test_a_second_mismatch_lists_both_attempts(
 
 
 # ------------------------------------------------------------------ the lock
+
+
+async def test_a_verified_file_is_found_at_once_while_another_process_holds_the_lock(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    # A verified file only ever appears by an atomic rename, so it can be read without the
+    # lock: a download that finds one does not queue behind a writer in another process.
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=CONTENT[:10_000])
+    target = tmp_path / "mirror.tar.gz"
+    target.write_bytes(CONTENT[:10_000])
+    fd = os.open(tmp_path / "mirror.tar.gz.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process's download would
+        with anyio.fail_after(2):
+            result = await client.backups(server.identifier).download(backup.uuid, target)
+    finally:
+        os.close(fd)
+    assert result.skipped
+    assert result.verified
+    assert not panel.link_requests()
 
 
 async def test_a_symlink_at_the_lock_path_does_not_let_two_downloads_interleave(
