@@ -3,16 +3,20 @@
 Serves the two panel routes a download needs and the archives themselves (``FileResponse``,
 which uses sendfile) on 127.0.0.1. CONFIG maps backup uuid → {server, path, bytes, sha1}.
 Prints the port it bound on its first stdout line, then serves until SIGTERM/SIGINT.
+
+``--link-base URL`` (e.g. ``http://127.0.0.1:8081``): the signed URLs point at
+``URL/file/<name>`` on another link host (``bench_download.py --segmented`` runs nginx there)
+instead of at this server's own ``/file/`` route.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import pathlib
 import signal
 import socket
-import sys
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +24,7 @@ from aiohttp import web
 Config = dict[str, dict[str, Any]]
 
 
-def make_app(config: Config) -> web.Application:
+def make_app(config: Config, link_base: str | None = None) -> web.Application:
     files = {
         pathlib.Path(entry["path"]).name: pathlib.Path(entry["path"]) for entry in config.values()
     }
@@ -53,8 +57,9 @@ def make_app(config: Config) -> web.Application:
 
     async def download(request: web.Request) -> web.Response:
         _, entry = lookup(request)
-        host = request.host  # "127.0.0.1:PORT", as the client addressed us
-        url = f"http://{host}/file/{pathlib.Path(entry['path']).name}"
+        # By default "http://127.0.0.1:PORT", as the client addressed us.
+        base = link_base or f"http://{request.host}"
+        url = f"{base}/file/{pathlib.Path(entry['path']).name}"
         return web.json_response({"object": "signed_url", "attributes": {"url": url}})
 
     async def file(request: web.Request) -> web.FileResponse:
@@ -71,8 +76,8 @@ def make_app(config: Config) -> web.Application:
     return app
 
 
-async def serve(config: Config) -> None:
-    runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
+async def serve(config: Config, link_base: str | None) -> None:
+    runner = web.AppRunner(make_app(config, link_base), access_log=None, handle_signals=False)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,8 +95,12 @@ async def serve(config: Config) -> None:
 
 
 def main() -> None:
-    config: Config = json.loads(pathlib.Path(sys.argv[1]).read_text())
-    asyncio.run(serve(config))
+    p = argparse.ArgumentParser(description="fake panel + link host for bench_download.py")
+    p.add_argument("config", type=pathlib.Path, help="JSON: uuid -> {server, path, bytes, sha1}")
+    p.add_argument("--link-base", help="signed URLs point at LINK_BASE/file/<name> (default: here)")
+    args = p.parse_args()
+    config: Config = json.loads(args.config.read_text())
+    asyncio.run(serve(config, args.link_base.rstrip("/") if args.link_base else None))
 
 
 if __name__ == "__main__":

@@ -84,19 +84,32 @@ async def plain(url: str, out: str, sha1: str) -> dict[str, Any]:
         return await measure(download)
 
 
-async def ours(panel: str, server: str, uuid: str, outdir: str) -> dict[str, Any]:
-    """``client.backups(server).download(uuid, outdir)``, after one warm-up API call."""
+async def ours(
+    panel: str, server: str, uuid: str, outdir: str, segments: str | None = None
+) -> dict[str, Any]:
+    """``client.backups(server).download(uuid, outdir)``, after one warm-up API call.
+
+    ``segments`` ("auto" or a number) is passed on as ``download(segments=...)``; without it
+    the SDK's default applies. The sample records ``result.segments`` (streams used).
+    """
     from ptero_backups_async import PteroClient
 
+    kwargs: dict[str, Any] = {}
+    if segments is not None:
+        kwargs["segments"] = segments if segments == "auto" else int(segments)
+    used: list[int | None] = []
     async with PteroClient(panel, "ptlc_benchmark") as client:
         backups = client.backups(server)
         await backups.get(uuid)  # warm-up: imports, converter, the panel connection
 
         async def download() -> bool:
-            result = await backups.download(uuid, outdir)
+            result = await backups.download(uuid, outdir, **kwargs)
+            used.append(getattr(result, "segments", None))  # None: an SDK without segments
             return result.verified and not result.skipped
 
-        return await measure(download)
+        sample = await measure(download)
+    sample["segments"] = used[0] if used else None
+    return sample
 
 
 async def ours_many(panel: str, outdir: str, concurrency: int, pairs: list[str]) -> dict[str, Any]:
@@ -125,8 +138,10 @@ def main() -> None:
         url, out, sha1 = args
         result = asyncio.run(plain(url, out, sha1))
     elif mode == "ours":
-        panel, server, uuid, outdir = args
-        result = asyncio.run(ours(panel, server, uuid, outdir))
+        panel, server, uuid, outdir, *rest = args  # optional 5th: segments, "auto" or a number
+        if len(rest) > 1:
+            raise SystemExit(f"ours: unexpected arguments {rest[1:]}")
+        result = asyncio.run(ours(panel, server, uuid, outdir, rest[0] if rest else None))
     elif mode == "ours-many":
         panel, outdir, concurrency, *pairs = args
         result = asyncio.run(ours_many(panel, outdir, int(concurrency), pairs))

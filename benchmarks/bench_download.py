@@ -1,9 +1,14 @@
-"""Download benchmark vs curl; run: python benchmarks/bench_download.py [--quick] [--json PATH]."""
+"""Download benchmark vs curl; run: python benchmarks/bench_download.py [--quick] [--json PATH].
+
+``--segmented``: ranged parallel downloads from nginx with a per-connection rate cap, against
+curl and aria2c (see README.md, "Segmented downloads").
+"""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import pathlib
@@ -19,6 +24,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+import _nginx
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -36,6 +44,12 @@ TARGET_VS_PLAIN = 0.5
 TARGET_BULK_VS_CURL = 1.2
 TARGET_RSS_MIB = 32.0
 TARGET_LAG_MS = 50.0
+# --segmented: speeds as "time of the other / time of ours", so higher is better.
+TARGET_SEG_VS_CURL = 5.0  # ours "auto" at least 5x curl's one capped stream
+TARGET_SEG_VS_ARIA2 = 0.9  # ours "auto" at least 0.9x aria2c -x8's throughput
+TARGET_SEG_RSS_MIB = 64.0
+TARGET_SEG_UNTHROTTLED = 1.1  # unthrottled: "auto" time <= one stream's x 1.1
+ARIA2_CONNECTIONS = 8
 
 
 @dataclass(frozen=True)
@@ -109,16 +123,25 @@ def make_archives(directory: pathlib.Path, sizes: Sequence[tuple[str, int]]) -> 
 
 
 @contextmanager
-def file_server(archives: Sequence[Archive], workdir: pathlib.Path) -> Iterator[str]:
-    """The fake panel + link host, in its own process; yields its base URL."""
+def file_server(
+    archives: Sequence[Archive],
+    workdir: pathlib.Path,
+    link_base: str | None = None,
+    name: str = "server",
+) -> Iterator[str]:
+    """The fake panel + link host, in its own process; yields its base URL.
+
+    With ``link_base``, the signed URLs it hands out point at that host instead of at itself.
+    """
     config = {
         a.uuid: {"server": a.server, "path": str(a.path), "bytes": a.size, "sha1": a.sha1}
         for a in archives
     }
-    config_path = workdir / "server.json"
+    config_path = workdir / f"{name}.json"
     config_path.write_text(json.dumps(config))
+    extra = ["--link-base", link_base] if link_base else []
     proc = subprocess.Popen(
-        [sys.executable, str(FILESERVER), str(config_path)],
+        [sys.executable, str(FILESERVER), str(config_path), *extra],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,  # Ctrl-C reaches us; we stop it in order
@@ -207,6 +230,18 @@ def run_curl(jobs: Sequence[tuple[str, pathlib.Path]], parallel: int = 1) -> dic
     return {"whole_s": time.perf_counter() - start}
 
 
+def run_aria2c(url: str, out: pathlib.Path) -> dict[str, Any]:
+    """aria2c with 8 connections to one host, quiet, no preallocation, no checksum."""
+    n = str(ARIA2_CONNECTIONS)
+    cmd = ["aria2c", "--no-conf", "-q", "--console-log-level=error", "--summary-interval=0"]
+    cmd += ["--download-result=hide", "--auto-file-renaming=false", "--max-tries=1"]
+    cmd += [f"-x{n}", f"-s{n}", "-k1M", "--file-allocation=none", "--allow-overwrite=true"]
+    cmd += ["-d", str(out.parent), "-o", out.name, url]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return {"whole_s": time.perf_counter() - start}
+
+
 def fresh(outdir: pathlib.Path) -> None:
     """Empty the output dir and flush dirty pages, so every run starts from the same state."""
     shutil.rmtree(outdir, ignore_errors=True)
@@ -235,10 +270,13 @@ def mib_s(size: int, seconds: float) -> float:
     return size / MIB / seconds
 
 
-def check(label: str, value: float, target: float, unit: str = "") -> str:
-    verdict = "ok" if value <= target else "MISS"
+def check(
+    label: str, value: float, target: float, unit: str = "", *, at_least: bool = False
+) -> str:
+    verdict = "ok" if (value >= target if at_least else value <= target) else "MISS"
     shown = f"{value:.2f}" if not unit else f"{value:.1f}{unit}"
-    return f"{label:<34} {shown:>9}   target <= {target:g}{unit}   {verdict}"
+    sign = ">=" if at_least else "<="
+    return f"{label:<34} {shown:>9}   target {sign} {target:g}{unit}   {verdict}"
 
 
 def report(res: Results, big: Archive, small: Archive, bulk: Sequence[Archive]) -> list[str]:
@@ -309,6 +347,8 @@ def report(res: Results, big: Archive, small: Archive, bulk: Sequence[Archive]) 
         f"  loop lag max: plain {worst('plain', 'lag_max_ms'):.1f} ms,"
         f" ours bulk {worst('bulk_ours', 'lag_max_ms'):.1f} ms"
         f" (p99 median {res.median('bulk_ours', 'lag_p99_ms'):.1f} ms)",
+        f"  ours streams (result.segments, the SDK's default): {big_mib} "
+        f"{streams_used(res, 'ours')}, {small_mib} {streams_used(res, 'ours_small')}",
     ]
     if "x:sdk" in res.runs:
         lines += experiment_report(res, big, bulk)
@@ -352,6 +392,163 @@ def experiment_report(res: Results, big: Archive, bulk: Sequence[Archive]) -> li
     )
 
 
+# ----------------------------------------------------------------------------- segmented
+
+# Variant names of --segmented: "c:" on the capped nginx server, "u:" on the uncapped one.
+SEG_ROUND = ("c:curl", "c:aria2c", "c:ours_auto", "c:ours_1", "u:ours_auto", "u:ours_1", "u:curl")
+
+
+def check_ranges(url: str) -> None:
+    """Fail early unless the link host answers a GET with ``Accept-Ranges: bytes``."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        conn.request("HEAD", parts.path)
+        answer = conn.getresponse()
+        ranges = answer.getheader("Accept-Ranges")
+    finally:
+        conn.close()
+    if answer.status != 200 or ranges != "bytes":
+        raise RuntimeError(f"{url}: {answer.status}, Accept-Ranges {ranges!r}; want 200, bytes")
+
+
+def benchmark_segmented(
+    args: argparse.Namespace, workdir: pathlib.Path
+) -> tuple[Results, list[str]]:
+    """Each round: capped curl, aria2c, ours auto, ours 1; uncapped ours auto, ours 1, curl."""
+    src, outdir = workdir / "src", workdir / "out"
+    src.mkdir()
+    start = time.perf_counter()
+    (big,) = make_archives(src, [("big.bin", args.size_mib * MIB)])
+    log(f"generated {big.size // MIB} MiB in {time.perf_counter() - start:.1f}s")
+
+    res = Results()
+    with (
+        _nginx.link_hosts(src, workdir / "nginx", args.rate_limit) as (capped, uncapped),
+        file_server([big], workdir, link_base=capped, name="panel-capped") as panel_c,
+        file_server([big], workdir, link_base=uncapped, name="panel-uncapped") as panel_u,
+    ):
+        url_c, url_u = file_url(capped, big), file_url(uncapped, big)
+        check_ranges(url_c)
+        check_ranges(url_u)
+        log(
+            f"nginx at {capped} (limit_rate {args.rate_limit}) and {uncapped} (no limit);"
+            f" panels at {panel_c}, {panel_u}; outputs in {outdir} ({fstype(workdir)})"
+        )
+        fresh(outdir)  # warm-up, untimed: .pyc files, nginx's first answers
+        run_worker("ours", panel_u, big.server, big.uuid, str(outdir), "auto")
+        ours = {"c": panel_c, "u": panel_u}
+        for i in range(1, args.runs + 1):
+            for name in SEG_ROUND:
+                host, variant = name.split(":")
+                fresh(outdir)
+                if variant == "curl":
+                    sample = run_curl([(url_c if host == "c" else url_u, outdir / "curl.bin")])
+                elif variant == "aria2c":
+                    sample = run_aria2c(url_c, outdir / "aria2c.bin")
+                else:
+                    segments = variant.removeprefix("ours_")
+                    sample = run_worker(
+                        "ours", ours[host], big.server, big.uuid, str(outdir), segments
+                    )
+                res.add(name, sample)
+                check_sizes(outdir, [big])
+            log(
+                f"round {i}: "
+                + "  ".join(f"{name} {seconds(res.runs[name][-1]):.2f}s" for name in SEG_ROUND)
+            )
+        fresh(outdir)
+    return res, segmented_report(res, big, args.rate_limit)
+
+
+def streams_used(res: Results, name: str) -> str:
+    """The distinct ``result.segments`` of a variant's runs ("-": not ours; "?": not reported)."""
+    used = {s.get("segments", -1) for s in res.runs[name]}
+    if used == {-1}:
+        return "-"
+    return "/".join("?" if u is None else str(u) for u in sorted(used, key=str))
+
+
+def seconds(sample: dict[str, Any]) -> float:
+    """A Python worker's in-process time, or a tool's whole-process time."""
+    return float(sample.get("download_s", sample["whole_s"]))
+
+
+def segmented_report(res: Results, big: Archive, rate: str) -> list[str]:
+    size_label = f"{big.size // MIB} MiB"
+    cap = _nginx.rate_bytes(rate) / MIB
+    lines = [
+        f"{'variant':<40} {'download s':>10} {'MiB/s':>8} {'process s':>10} {'streams':>8}",
+        "-" * 80,
+    ]
+
+    def med(name: str) -> float:
+        return statistics.median(seconds(s) for s in res.runs[name])
+
+    def worst(name: str, key: str) -> float:
+        return max(float(s[key]) for s in res.runs[name])
+
+    def row(label: str, name: str) -> None:
+        down = med(name)
+        inproc = "download_s" in res.runs[name][0]
+        process = f"{res.median(name, 'whole_s'):>10.3f}" if inproc else f"{'-':>10}"
+        lines.append(
+            f"{label:<40} {down:>10.3f} {mib_s(big.size, down):>8.0f} {process}"
+            f" {streams_used(res, name):>8}"
+        )
+
+    n = ARIA2_CONNECTIONS
+    lines.append(f"capped: nginx limit_rate {rate} per connection ({cap:g} MiB/s), {size_label}")
+    row("  curl -o (one stream)", "c:curl")
+    row(f"  aria2c -x{n} -s{n} -k1M", "c:aria2c")
+    row('  ours segments="auto"', "c:ours_auto")
+    row("  ours segments=1", "c:ours_1")
+    lines.append(f"uncapped: nginx without limit_rate, {size_label}")
+    row('  ours segments="auto"', "u:ours_auto")
+    row("  ours segments=1", "u:ours_1")
+    row("  curl -o (one stream)", "u:curl")
+
+    auto_c, auto_u = med("c:ours_auto"), med("u:ours_auto")
+    rss = max(worst("c:ours_auto", "rss_growth_mib"), worst("u:ours_auto", "rss_growth_mib"))
+    lines += [
+        "",
+        "Medians. ours: timed inside the process (two API calls + ranged GETs + hash + fsync +",
+        "rename); curl and aria2c: the whole process, no verification, no fsync. 'streams' is",
+        "result.segments as the SDK reports it ('?': this SDK does not report it).",
+        "",
+        check(
+            "curl / ours auto (capped)", med("c:curl") / auto_c, TARGET_SEG_VS_CURL, at_least=True
+        ),
+        check(
+            "aria2c / ours auto (capped)",
+            med("c:aria2c") / auto_c,
+            TARGET_SEG_VS_ARIA2,
+            at_least=True,
+        ),
+        check("RSS growth ours auto (max of runs)", rss, TARGET_SEG_RSS_MIB, " MiB"),
+        check("ours auto / ours 1 (uncapped)", auto_u / med("u:ours_1"), TARGET_SEG_UNTHROTTLED),
+        "",
+        "For comparison (no targets):",
+        f"  capped: ours 1 / curl {med('c:ours_1') / med('c:curl'):.2f};"
+        f" one capped stream needs {big.size / MIB / cap:.2f} s",
+        f"  uncapped: ours auto / curl {auto_u / med('u:curl'):.2f},"
+        f" ours 1 / curl {med('u:ours_1') / med('u:curl'):.2f}",
+        f"  RSS growth ours 1 (max): capped {worst('c:ours_1', 'rss_growth_mib'):.1f} MiB,"
+        f" uncapped {worst('u:ours_1', 'rss_growth_mib'):.1f} MiB",
+        f"  VmHWM growth ours auto (max): capped {worst('c:ours_auto', 'hwm_growth_mib'):.1f}"
+        f" MiB, uncapped {worst('u:ours_auto', 'hwm_growth_mib'):.1f} MiB",
+        f"  loop lag ours auto: max {worst('c:ours_auto', 'lag_max_ms'):.1f} /"
+        f" {worst('u:ours_auto', 'lag_max_ms'):.1f} ms (capped / uncapped)",
+    ]
+    if any(s.get("segments") in (1, None) for s in res.runs["c:ours_auto"]):
+        lines += [
+            "",
+            'NOTE: ours segments="auto" used one stream on the capped host (or this SDK does not',
+            "report segments): it ignores segments=, and the capped speed targets cannot be met.",
+        ]
+    return lines
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -369,10 +566,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--experiments", action="store_true", help="also time copies of the SDK loop (slow)"
     )
     p.add_argument("--tmp-dir", help="where to put sources and outputs (must not be tmpfs)")
+    p.add_argument(
+        "--segmented",
+        action="store_true",
+        help="instead: ranged parallel downloads from nginx with a per-connection cap,"
+        " vs curl and aria2c (needs nginx and aria2c)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        default="64m",
+        metavar="RATE",
+        help="--segmented: nginx limit_rate per connection, nginx syntax (64m = 64 MiB/s)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.size_mib, args.small_mib, args.runs, args.bulk_mib = 256, 64, 2, 32
+    try:
+        _nginx.rate_bytes(args.rate_limit)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
+
+
+def require_tools(args: argparse.Namespace) -> None:
+    """Exit with the install command when a tool the chosen mode runs is missing."""
+    missing = [] if shutil.which("curl") else ["curl"]
+    if args.segmented:
+        missing += [] if _nginx.nginx_binary() else ["nginx"]
+        missing += [] if shutil.which("aria2c") else ["aria2c"]
+    if missing:
+        hint = f"; on Debian/Ubuntu: {_nginx.INSTALL_HINT}" if args.segmented else ""
+        hint += " curl" if args.segmented and "curl" in missing else ""
+        raise SystemExit(f"{', '.join(missing)} required but not found{hint}")
 
 
 def benchmark(args: argparse.Namespace, workdir: pathlib.Path) -> tuple[Results, list[str]]:
@@ -435,14 +660,14 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if shutil.which("curl") is None:
-        raise SystemExit("curl is required")
+    require_tools(args)
     signal.signal(signal.SIGTERM, _terminate)
     workdir = pathlib.Path(
         tempfile.mkdtemp(prefix="bench-download-", dir=pick_base_dir(args.tmp_dir))
     )
     try:
-        res, lines = benchmark(args, workdir)
+        run = benchmark_segmented if args.segmented else benchmark
+        res, lines = run(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n".join(lines))

@@ -48,6 +48,7 @@ from ._models import (
 )
 from ._outcome import DownloadOutcome
 from ._retry import Failure
+from ._stream import BackupStream
 from ._transport import AiohttpTransport, RawResponse, Transport, TransportError
 from ._version import __version__
 
@@ -64,6 +65,7 @@ __all__ = [
     "BackupNotCompletedError",
     "BackupState",
     "BackupStateError",
+    "BackupStream",
     "BackupsResource",
     "BadRequestError",
     "Checksum",

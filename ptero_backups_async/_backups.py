@@ -7,12 +7,13 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import aiohttp
 import anyio
 
-from ._download import DEFAULT_MIN_RATE, ProgressCallback, download_backup
+from ._download import DEFAULT_MIN_RATE, ProgressCallback, Segments, download_backup
 from ._errors import (
     APIStatusError,
     BackupFailedError,
@@ -38,6 +39,7 @@ from ._sansio import (
     check_server_id,
     encode_ignored,
 )
+from ._stream import BackupStream, open_stream
 
 __all__ = ["BackupsResource"]
 
@@ -326,6 +328,8 @@ class BackupsResource:
         read_timeout: float = 60.0,
         max_attempts: int = 5,
         min_rate: float | None = DEFAULT_MIN_RATE,
+        segments: Segments = "auto",
+        connections: anyio.CapacityLimiter | None = None,
     ) -> DownloadResult:
         """Download the archive to ``dest``, verified.
 
@@ -343,6 +347,19 @@ class BackupsResource:
         GETs in all. An existing file that already matches is not fetched again
         (``skipped=True``); one that does not raises ``DestinationExistsError`` unless
         ``overwrite=True``.
+
+        ``segments``: where the link host honours ranges (S3 links do; Wings links do not), the
+        rest of a large archive is fetched as several ranged GETs at once — ``"auto"``: 8
+        streams for a rest of 64 MiB or more, one below; an integer: at most that many (1: one
+        stream). Pieces are written in place and hashed in order as they arrive; a failed
+        piece is retried alone, from where it broke, up to ``max_attempts`` times, with a fresh
+        link when the old one was refused. ``connections`` is a budget shared with other
+        downloads (``download_many`` passes its own): every stream past the first takes one of
+        its tokens, and waits for it.
+
+        A run that is killed (``kill -9``, a reboot) leaves ``<final>.part`` and
+        ``<final>.journal``; the next download to the same path re-hashes what the journal
+        vouches for and resumes with ``Range`` (``resumed_from`` in the result).
         """
         return await download_backup(
             self,
@@ -352,6 +369,38 @@ class BackupsResource:
             verify=verify,
             overwrite=overwrite,
             progress=progress,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
+            min_rate=min_rate,
+            segments=segments,
+            connections=connections,
+        )
+
+    def stream(
+        self,
+        backup_or_uuid: Backup | str,
+        *,
+        verify: bool = True,
+        read_timeout: float = 60.0,
+        max_attempts: int = 5,
+        min_rate: float | None = DEFAULT_MIN_RATE,
+    ) -> AbstractAsyncContextManager[BackupStream]:
+        """The archive's bytes as they arrive, checked on the way: ``async with`` it.
+
+        ``body.size`` and ``body.checksum`` are what the panel announced; ``async for chunk in
+        body`` yields the bytes. Their length and hash are checked as they pass, and the last
+        chunk is held back until both match: a short body, a longer one or a checksum mismatch
+        raises ``DownloadError`` (``ChecksumMismatchError``) from the iterator *before* it ends,
+        so a response that proxies the bytes is aborted rather than completed with wrong ones.
+        A fresh link is fetched transparently while nothing has been yielded; after that, the
+        stream resumes with ``Range`` where the link host honours it, and otherwise reads the
+        archive again from the start, hashing and skipping what was already yielded.
+        """
+        return open_stream(
+            self,
+            self._links,
+            backup_or_uuid,
+            verify=verify,
             read_timeout=read_timeout,
             max_attempts=max_attempts,
             min_rate=min_rate,

@@ -14,7 +14,7 @@ import anyio
 
 from . import _fs
 from ._backups import BackupsResource
-from ._download import DEFAULT_MIN_RATE, ProgressCallback
+from ._download import DEFAULT_MIN_RATE, ProgressCallback, Segments, check_segments
 from ._errors import DownloadError, InvalidArgumentError, PteroError
 from ._events import EventStream, NodeHub, Unavailable
 from ._models import Backup, Page, RateLimit, Server
@@ -215,6 +215,7 @@ class PteroClient:
         read_timeout: float = 60.0,
         max_attempts: int = 5,
         min_rate: float | None = DEFAULT_MIN_RATE,
+        segments: Segments = "auto",
     ) -> list[DownloadOutcome]:
         """Download many backups into ``dest_dir/<uuid>.tar.gz``, ``concurrency`` at a time.
 
@@ -225,8 +226,11 @@ class PteroClient:
         Each link is resolved only when its download starts. One failure never cancels the
         others: every target gets a ``DownloadOutcome``, in the order of ``targets``.
         Cancelling the call cancels every download (and leaves no ``.part`` behind).
+        ``concurrency`` counts connections to link hosts: files and the extra ranged streams
+        of ``segments`` share it, files first.
         """
         check_int("concurrency", concurrency, minimum=1)
+        check_segments(segments)
         directory = pathlib.Path(os.fspath(dest_dir))
         plan = [self._plan_target(target, directory) for target in targets]
         try:
@@ -251,6 +255,8 @@ class PteroClient:
                         read_timeout=read_timeout,
                         max_attempts=max_attempts,
                         min_rate=min_rate,
+                        segments=segments,
+                        connections=limiter,
                     )
                 except PteroError as exc:
                     error = exc

@@ -14,16 +14,16 @@ must still be the file that was written and hashed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
 import pathlib
-import re
 import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar, Union
 
 import aiohttp
 import anyio
@@ -42,8 +42,27 @@ from ._errors import (
     bound_text,
 )
 from ._filelock import LOCK_SUFFIX, PathLock
+from ._journal import JOURNAL_INTERVAL, JOURNAL_SUFFIX, Checkpoint, Journal, ResumeKey
+from ._linkget import CONTENT_RANGE as _CONTENT_RANGE
+from ._linkget import (
+    _AttemptFailed,
+    _describe,
+    _Pace,
+    _retry_delay,
+    _visible,
+    _without_link_secret,
+)
 from ._models import Backup, BackupState, Checksum, DownloadProgress, DownloadResult
 from ._sansio import backup_uuid, check_int, check_number, parse_retry_after
+from ._segments import (
+    AUTO_MIN_BYTES,
+    AUTO_ONE_STREAM_RATE,
+    AUTO_STREAMS,
+    PIECE,
+    NoRanges,
+    PieceGaveUp,
+    SegmentedFetch,
+)
 
 if sys.version_info < (3, 11):  # pragma: no cover - depends on the interpreter
     from exceptiongroup import BaseExceptionGroup
@@ -54,13 +73,18 @@ __all__ = [
     "BackupSource",
     "LinkSession",
     "ProgressCallback",
+    "Segments",
+    "check_segments",
     "download_backup",
     "hash_file",
+    "resolve_completed",
 ]
 
 logger = logging.getLogger("ptero_backups_async")
 
 ProgressCallback = Callable[[DownloadProgress], object]
+#: ``download(segments=...)``: ``"auto"``, or how many ranged streams at most (1: one stream).
+Segments = Union[Literal["auto"], int]  # noqa: UP007 - evaluated at runtime on Python 3.10
 #: Hands out the session for signed links (no panel header, cookie or decompression).
 LinkSession = Callable[[], aiohttp.ClientSession]
 
@@ -89,14 +113,11 @@ PROGRESS_INTERVAL = 0.1
 HASH_BLOCK = 4 * 1024 * 1024
 #: The longest file name most filesystems take, in bytes.
 NAME_MAX = 255
-#: The longest pause a link host's Retry-After can impose between attempts.
-MAX_LINK_RETRY_AFTER = 30.0
 #: ``min_rate`` by default: an attempt averaging less than 1 KiB/s over ``read_timeout``
 #: seconds is given up (a trickle that never stalls would otherwise take hours).
 DEFAULT_MIN_RATE = 1024.0
-
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_URL_QUERY = re.compile(r"(\w+://[^\s'\"?]*)\?[^\s'\"]*")
+#: The most ranged streams one download may open.
+MAX_SEGMENTS = 32
 
 
 def _new_hash(algorithm: str) -> hashlib._Hash:
@@ -113,27 +134,73 @@ def hash_file(path: pathlib.Path, algorithm: str) -> Checksum:
 
 
 class _Sink:
-    """The ``.part`` file and the running hash. Every method blocks: call it from a thread."""
+    """The ``.part`` file and the running hash. Every method blocks: call it from a thread.
 
-    def __init__(self, path: pathlib.Path, algorithm: str) -> None:
+    ``size`` bytes from the start are written and hashed (one stream writes at ``size``;
+    segments write anywhere with ``write_at`` and move ``size`` as the hash catches up).
+    """
+
+    def __init__(self, path: pathlib.Path, algorithm: str, journal: Journal | None) -> None:
         self.path = path
         self.algorithm = algorithm
+        self.journal = journal
         self.digest = _new_hash(algorithm)
         self.size = 0
+        self.hashed = 0
+        self.etag: str | None = None  # what the journal records with its checkpoints
         self.fd: int | None = None
         self.identity: tuple[int, int] | None = None
+        self._due = time.monotonic() + JOURNAL_INTERVAL
+        self._pending: Checkpoint | None = None
 
     def open(self) -> None:
         # The caller holds the path's lock, so a .part already there belongs to no running
-        # download: a stale one (from a crash) goes; a symlink there is removed, not followed.
+        # download: a stale one (from a crash, not resumed) goes; a symlink there is removed,
+        # not followed.
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         self.fd = os.open(self.path, flags, 0o644)
         info = os.fstat(self.fd)
         self.identity = (info.st_dev, info.st_ino)
+
+    def adopt(self, checkpoints: list[Checkpoint]) -> int:
+        """Keep the longest prefix of an existing ``.part`` that a checkpoint vouches for.
+
+        Re-hashes the file up to the last checkpoint; returns the bytes kept (0: none, and
+        nothing is open).
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return 0
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return 0
+        digest = _new_hash(self.algorithm)
+        kept: tuple[int, hashlib._Hash] | None = None
+        done = 0
+        for point in checkpoints:
+            while done < point.prefix:
+                block = os.pread(fd, min(HASH_BLOCK, point.prefix - done), done)
+                if not block:
+                    break
+                digest.update(block)
+                done += len(block)
+            if done == point.prefix and digest.hexdigest() == point.digest:
+                kept = (done, digest.copy())
+        if kept is None:
+            os.close(fd)
+            return 0
+        self.fd = fd
+        self.identity = (info.st_dev, info.st_ino)
+        self.size = self.hashed = kept[0]
+        self.digest = kept[1]
+        os.ftruncate(fd, self.size)
+        return self.size
 
     def _still_there(self) -> bool:
         """Whether the file at ``path`` is still the one this sink opened."""
@@ -144,25 +211,77 @@ class _Sink:
         return (info.st_dev, info.st_ino) == self.identity
 
     def hash(self, chunks: list[bytes]) -> None:
+        digest = self.digest
         for chunk in chunks:
-            self.digest.update(chunk)
+            digest.update(chunk)
+        self.hashed += sum(map(len, chunks))
+        if self.journal is not None:
+            now = time.monotonic()
+            if now >= self._due:
+                self._due = now + JOURNAL_INTERVAL
+                self._pending = Checkpoint(self.hashed, digest.copy().hexdigest())
+
+    def checkpoint(self, written: int) -> None:
+        """Record the newest checkpoint in the journal once ``written`` bytes cover it."""
+        pending = self._pending
+        if pending is not None and pending.prefix <= written and self.journal is not None:
+            self._pending = None
+            try:
+                self.journal.save(pending, self.etag)
+            except OSError as exc:
+                # The journal only saves time after a crash: a download goes on without it.
+                logger.warning(
+                    "%s cannot be written (%s); no resume after a crash", exc.filename, exc
+                )
+                journal, self.journal = self.journal, None
+                journal.remove()
 
     def write(self, chunks: list[bytes]) -> None:
+        self.write_at(chunks, self.size)
+        self.size += sum(map(len, chunks))
+        self.checkpoint(self.size)
+
+    def write_at(self, chunks: list[bytes], offset: int) -> None:
         assert self.fd is not None
         total = sum(map(len, chunks))
-        written = os.writev(self.fd, chunks)
+        written = os.pwritev(self.fd, chunks, offset)
         if written < total:  # rare on regular files, but allowed
             rest = memoryview(b"".join(chunks))[written:]
             while rest:
-                rest = rest[os.write(self.fd, rest) :]
-        self.size += total
+                n = os.pwrite(self.fd, rest, offset + total - len(rest))
+                rest = rest[n:]
+
+    def read_at(self, offset: int, size: int) -> list[bytes]:
+        assert self.fd is not None
+        blocks = []
+        end = offset + size
+        while offset < end:
+            block = os.pread(self.fd, min(HASH_BLOCK, end - offset), offset)
+            if not block:
+                raise OSError(errno.EIO, f"{self.path} is shorter than what was written to it")
+            blocks.append(block)
+            offset += len(block)
+        return blocks
+
+    def hash_in_order(self, chunks: list[bytes], upto: int) -> None:
+        """Segments: hash the batch that ends at ``upto``; everything below is written."""
+        self.hash(chunks)
+        self.size = upto
+        self.checkpoint(upto)
+
+    def truncate(self) -> None:
+        """Drop what lies past ``size`` (written ahead of the hash by segments)."""
+        assert self.fd is not None
+        os.ftruncate(self.fd, self.size)
 
     def restart(self) -> None:
         assert self.fd is not None
         os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
         self.digest = _new_hash(self.algorithm)
-        self.size = 0
+        self.size = self.hashed = 0
+        self._pending = None
+        if self.journal is not None:
+            self.journal.forget()
 
     def checksum(self) -> Checksum:
         return Checksum(self.algorithm, self.digest.hexdigest())
@@ -178,9 +297,13 @@ class _Sink:
         self.fd = None
         os.replace(self.path, final)
         _fsync_dir(final.parent)
+        if self.journal is not None:
+            self.journal.remove()
 
     def discard(self) -> None:
         try:
+            if self.journal is not None:
+                self.journal.remove()
             if self.identity is not None and self._still_there():
                 os.unlink(self.path)  # only our own file: never another writer's
         finally:
@@ -252,21 +375,6 @@ class _Progress:
         self.callback(DownloadProgress(self.server, self.uuid, self.done, self.total))
 
 
-class _AttemptFailed(Exception):
-    """One attempt went wrong in a way a fresh link may fix."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def _retry_delay(failures: int, retry_after: float | None) -> float:
-    """A short pause before the next link: links are cheap, a struggling host is not."""
-    if retry_after is not None:
-        return min(retry_after, MAX_LINK_RETRY_AFTER)
-    return min(0.2 * 2.0 ** (failures - 1), 5.0)
-
-
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
@@ -302,7 +410,8 @@ async def _destination(dest: str | os.PathLike[str], uuid: str) -> pathlib.Path:
     if _names_a_directory(raw) or await _fs.is_dir(path):
         # The name comes from the validated UUID, never from a header or the backup's name.
         return path / f"{uuid}.tar.gz"
-    if len(path.name.encode()) + max(len(".part"), len(LOCK_SUFFIX)) > NAME_MAX:
+    longest_suffix = max(len(".part"), len(LOCK_SUFFIX), len(JOURNAL_SUFFIX))
+    if len(path.name.encode()) + longest_suffix > NAME_MAX:
         raise InvalidArgumentError(f"destination file name {path.name[:60]!r}… is too long")
     return path
 
@@ -322,6 +431,8 @@ class _Download:
         read_timeout: float,
         max_attempts: int,
         min_rate: float | None,
+        segments: Segments,
+        connections: anyio.CapacityLimiter | None,
     ) -> None:
         self.source = source
         self.server = source.server
@@ -340,6 +451,15 @@ class _Download:
         self.ranges = False  # the link host has shown it honours Range
         self.etag: str | None = None
         self.mismatch_retried = False
+        self.segments = segments
+        self.connections = connections
+        self.streams = 1  # the most streams one attempt used
+        # False once a piece came back as anything but its range: the rest is one stream.
+        self.split_ok = True
+        self.resumed_from = 0
+        self.journal = Journal(
+            final, ResumeKey(backup.uuid, backup.checksum_raw, self.total, self.algorithm)
+        )
 
     def _fail(self, message: str, exc: BaseException | None = None) -> DownloadError:
         error = DownloadError(
@@ -352,9 +472,11 @@ class _Download:
         return error
 
     async def run(self) -> DownloadResult:
-        sink = _Sink(self.part, self.algorithm)
+        sink = _Sink(self.part, self.algorithm, self.journal)
         try:
-            await self._thread(sink.open)
+            await self._resume(sink)
+            if sink.fd is None:
+                await self._thread(sink.open)
             while True:
                 if len(self.history) >= self.max_attempts:
                     raise self._fail(
@@ -407,6 +529,8 @@ class _Download:
                     checksum=actual,
                     verified=self.expected is not None,
                     attempts=len(self.history),
+                    segments=self.streams,
+                    resumed_from=self.resumed_from,
                 )
         finally:
             # Shielded: it must finish even while this task is being cancelled.
@@ -418,23 +542,57 @@ class _Download:
         except OSError as exc:
             raise self._fail(f"{exc.strerror or exc} ({self.part})", exc) from exc
 
+    async def _resume(self, sink: _Sink) -> None:
+        """Keep what an interrupted run left, if its journal vouches for it."""
+        found = await self._thread(self.journal.load)
+        if found is None:
+            return
+        etag, checkpoints = found
+        kept = await self._thread(sink.adopt, checkpoints) if checkpoints else 0
+        if kept == self.total and self.expected is not None and sink.checksum() != self.expected:
+            # Every byte is there, and they are not the backup: fetched again from zero, with
+            # the retry after a mismatch still in hand.
+            await self._thread(sink.restart)
+            kept = 0
+        if not kept:
+            logger.info("backup %s: the earlier run's .part did not verify", self.backup.uuid)
+            return
+        logger.info("backup %s: %d bytes kept from an earlier run", self.backup.uuid, kept)
+        self.resumed_from = kept
+        # The checkpoint that vouched for these bytes stays in the journal: should this run
+        # die too before its first checkpoint reaches the disk, the next one starts from it.
+        self.journal.checkpoints = [c for c in checkpoints if c.prefix <= kept][-1:]
+        self.ranges = True  # to be shown: a host that ignores Range sends 200, and we restart
+        self.etag = sink.etag = etag
+        self.progress.reset(kept)
+
     async def _restart(self, sink: _Sink) -> None:
         await self._thread(sink.restart)
-        self.etag = None
+        self.etag = sink.etag = None
+        self.resumed_from = 0
         self.progress.reset(0)
 
     async def _attempt(self, sink: _Sink) -> None:
+        if self.resumed_from and sink.size == self.total:
+            # An earlier run wrote every byte and died before its rename: there is nothing to
+            # ask for ("Range: bytes=<size>-" is a 416), only to verify.
+            return
         # Errors of the panel API (the backup vanished, the key was revoked) propagate as is.
         url = await self.source.download_url(self.backup.uuid)
         offset = sink.size
         headers = {"Accept-Encoding": "identity"}
         if offset and self.ranges:
             headers["Range"] = f"bytes={offset}-"
-            if self.etag:
+            if self.etag and not self.etag.startswith("W/"):
+                # A weak ETag must not go out as If-Range (RFC 9110 13.1.5): a host compares
+                # it strongly and always answers 200. The 206's ETag is compared below.
                 headers["If-Range"] = self.etag
         elif offset:
             await self._restart(sink)
             offset = 0
+        if self.progress.done != offset:
+            # A failed attempt counted bytes it never wrote (cut off past the size, too slow).
+            self.progress.reset(offset)
         session = self.links()
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.read_timeout, sock_read=self.read_timeout
@@ -442,7 +600,13 @@ class _Download:
         try:
             async with session.get(url, headers=headers, timeout=timeout) as resp:
                 offset = await self._check_response(resp, sink, offset)
-                await self._stream(resp, sink)
+                streams = self._streams(offset)
+                # With segments, this answer carries the first piece and shows how fast one
+                # stream runs; the rest comes in ranged pieces unless one stream keeps up.
+                split = await self._stream(resp, sink, split_at=offset + PIECE, streams=streams)
+                if split:
+                    resp.close()
+                    await self._segmented(url, sink, streams)
         except aiohttp.ClientSSLError as exc:
             # A certificate that fails now fails on every fresh link too.
             raise self._fail(f"TLS with the link host failed: {exc}", exc) from exc
@@ -454,12 +618,12 @@ class _Download:
 
     async def _check_response(self, resp: aiohttp.ClientResponse, sink: _Sink, offset: int) -> int:
         if resp.status == 200:
-            self.ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
-            self.etag = resp.headers.get("ETag")
             if offset:
                 logger.info("backup %s: link host ignored Range; restarting", self.backup.uuid)
                 await self._restart(sink)
                 offset = 0
+            self.ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
+            self.etag = sink.etag = resp.headers.get("ETag")
             self._check_length(resp.content_length, self.total)
             if self.total is None and resp.content_length is not None:
                 self.total = self.progress.total = resp.content_length
@@ -474,6 +638,11 @@ class _Download:
                     f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
                     f"for a request from byte {offset}"
                 )
+            etag = resp.headers.get("ETag")
+            if self.etag and etag and etag != self.etag:
+                # If-Range should have prevented this: the bytes may be of another object.
+                self.ranges = False
+                raise _AttemptFailed(f"the object changed (ETag {etag}, was {self.etag})")
             self._check_length(resp.content_length, self.total and self.total - offset)
             self.progress.reset(offset)
             return offset
@@ -483,12 +652,105 @@ class _Download:
             parse_retry_after(resp.headers.get("Retry-After")),
         )
 
+    def _streams(self, offset: int) -> int:
+        """How many ranged streams to fetch the rest with (1: this answer alone)."""
+        if self.segments == 1 or not self.split_ok or not self.ranges or self.total is None:
+            return 1
+        rest = self.total - offset
+        if self.segments == "auto":
+            return AUTO_STREAMS if rest >= AUTO_MIN_BYTES else 1
+        # The first piece comes on this answer; splitting pays from two pieces after it.
+        return self.segments if rest > 2 * PIECE else 1
+
+    async def _segmented(self, url: str, sink: _Sink, streams: int) -> None:
+        assert self.total is not None
+        segments = SegmentedFetch(
+            uuid=self.backup.uuid,
+            url=url,
+            fresh_url=lambda: self.source.download_url(self.backup.uuid),
+            session=self.links(),
+            start=sink.size,
+            end=self.total,
+            etag=self.etag,
+            streams=streams,
+            max_attempts=self.max_attempts,
+            read_timeout=self.read_timeout,
+            min_rate=self.min_rate,
+            write_at=sink.write_at,
+            read_at=sink.read_at,
+            hash_step=sink.hash_in_order,
+            advance=self.progress.advance,
+            run=self._thread,
+            connections=self.connections,
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                ticking = self._ticker(tg)
+                try:
+                    await segments.run_all()
+                finally:
+                    ticking.cancel()
+        except BaseExceptionGroup as group:
+            first = _first_error(group)
+            if isinstance(first, NoRanges):
+                # The next attempt starts over as one stream: a host that got one piece wrong
+                # (or whose object changed) would get the next segmented attempt wrong too.
+                self.split_ok = False
+                self.ranges = first.ranges_work
+                raise _AttemptFailed(str(first)) from None
+            if isinstance(first, PieceGaveUp):
+                raise self._fail(f"{first} (after {len(segments.history)} piece retries)") from None
+            raise first from first.__cause__
+        finally:
+            self.streams = max(self.streams, segments.used)
+            if sink.size < self.total:
+                # Bytes written ahead of the hash are dropped: the next attempt asks for them.
+                await _fs.run_shielded(sink.truncate)
+                self.progress.reset(sink.size)
+
+    def _ticker(self, tg: anyio.abc.TaskGroup) -> anyio.CancelScope:
+        """Progress flushed every ``PROGRESS_INTERVAL`` while a body streams."""
+        scope = anyio.CancelScope()
+
+        async def tick() -> None:
+            with scope:
+                while True:
+                    self.progress.flush()
+                    await anyio.sleep(PROGRESS_INTERVAL)
+
+        if self.progress.callback is not None:
+            tg.start_soon(tick)
+        return scope
+
     @staticmethod
     def _check_length(announced: int | None, expected: int | None) -> None:
         if announced is not None and expected is not None and announced != expected:
             raise _AttemptFailed(f"the link host announced {announced} bytes, the panel {expected}")
 
-    async def _stream(self, resp: aiohttp.ClientResponse, sink: _Sink) -> None:
+    def _one_stream_keeps_up(self, received: int, started: float) -> bool:
+        if self.segments != "auto":
+            return False
+        rate = received / max(time.monotonic() - started, 1e-6)
+        if rate < AUTO_ONE_STREAM_RATE:
+            return False
+        logger.debug(
+            "backup %s: one stream runs at %.0f MiB/s: no segments",
+            self.backup.uuid,
+            rate / 2**20,
+        )
+        return True
+
+    async def _stream(
+        self, resp: aiohttp.ClientResponse, sink: _Sink, *, split_at: int, streams: int
+    ) -> bool:
+        """The body into the sink; True if it stopped at ``split_at`` to go on in segments.
+
+        With ``streams`` > 1, the body is cut at ``split_at`` (an offset in the file) unless
+        ``segments="auto"`` and one stream delivered its bytes up to there fast enough.
+        """
+        started = time.monotonic()
+        probe: int | None = split_at - sink.size if streams > 1 else None
+        split = False
         # Two workers, each on its own thread: one hashes, one writes. The stream then runs at
         # the slower of the two rather than at their sum, while the loop reads ahead.
         hash_send, hash_receive = anyio.create_memory_object_stream[list[bytes]](1)
@@ -502,14 +764,6 @@ class _Download:
                 async for batch in receive:
                     await self._thread(step, batch)
 
-        ticking = anyio.CancelScope()
-
-        async def tick() -> None:
-            with ticking:
-                while True:
-                    self.progress.flush()
-                    await anyio.sleep(PROGRESS_INTERVAL)
-
         content = resp.content
         advance = self.progress.advance
         # The announced size is a ceiling: bytes past it are never written.
@@ -520,8 +774,7 @@ class _Download:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(work, hash_receive, sink.hash)
                 tg.start_soon(work, write_receive, sink.write)
-                if self.progress.callback is not None:
-                    tg.start_soon(tick)
+                ticking = self._ticker(tg)
                 async with hash_send, write_send:
                     try:
                         batch: list[bytes] = []
@@ -529,6 +782,12 @@ class _Download:
                         received = 0
                         try:
                             while data := await content.readany():
+                                if probe is not None and received + len(data) >= probe:
+                                    if self._one_stream_keeps_up(received + len(data), started):
+                                        probe = None
+                                    else:
+                                        data = data[: probe - received]
+                                        split = True
                                 received += len(data)
                                 if room is not None and received > room:
                                     self.ranges = False  # the whole body is suspect: restart
@@ -544,6 +803,8 @@ class _Download:
                                     await hash_send.send(batch)
                                     await write_send.send(batch)
                                     batch, size = [], 0
+                                if split:
+                                    break
                         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                             broken = exc  # keep what arrived: the next attempt may resume after it
                         if batch:
@@ -556,60 +817,53 @@ class _Download:
             raise first from first.__cause__
         if broken is not None:
             raise broken
+        return split
 
 
-class _Pace:
-    """``min_rate`` over windows of ``window`` seconds: a trickle fails the attempt."""
+async def resolve_completed(
+    source: BackupSource, backup_or_uuid: Backup | str, *, verify: bool, verb: str
+) -> Backup:
+    """The backup as a completed record, or the error that says why it cannot be fetched.
 
-    def __init__(self, min_rate: float | None, window: float) -> None:
-        self.min_rate = min_rate
-        self.window = window
-        self.since = time.monotonic()
-        self.at = 0
-
-    def check(self, received: int) -> None:
-        """Called as bytes arrive, with the count so far in this attempt."""
-        if self.min_rate is None:
-            return
-        now = time.monotonic()
-        elapsed = now - self.since
-        if elapsed < self.window:
-            return
-        rate = (received - self.at) / elapsed
-        if rate < self.min_rate:
-            raise _AttemptFailed(
-                f"the link host sent {received - self.at} bytes in {elapsed:.1f} s "
-                f"({rate:.0f} B/s), below min_rate={self.min_rate:g} B/s"
-            )
-        self.since, self.at = now, received
-
-
-def _visible(text: str, limit: int = 200) -> str:
-    """Text from the link host, short and with control characters escaped (``\\x1b``)."""
-    text = bound_text(text, limit)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
-def _without_link_secret(text: str, url: str) -> str:
-    """``text`` with the query (token, signature) of the link, or of any URL, cut to ``?…``.
-
-    aiohttp names the URL in some errors; a link is a bearer credential until it expires.
+    A completed ``Backup`` in hand needs no request; anything else is looked up.
     """
-    _, _, query = url.partition("?")
-    if query:
-        text = text.replace(query, "…")
-    return _URL_QUERY.sub(r"\1?…", text)
+    uuid = backup_uuid(backup_or_uuid)
+    server = source.server
+    backup = backup_or_uuid if isinstance(backup_or_uuid, Backup) else None
+    if backup is None or backup.state is not BackupState.COMPLETED:
+        backup = await source.get(uuid)
+    if backup.state is BackupState.CREATING:
+        raise BackupNotCompletedError(
+            f"backup {uuid} of server {server} is still being created; wait() for it first",
+            backup=backup,
+        )
+    if backup.state is BackupState.FAILED:
+        raise BackupFailedError(
+            f"backup {uuid} of server {server} failed and has no archive", backup=backup
+        )
+    if verify and backup.checksum is None:
+        raise DownloadError(
+            f"backup {uuid} of server {server} has "
+            + (
+                f"a checksum the SDK cannot verify: {backup.checksum_raw!r}"
+                if backup.checksum_raw
+                else "no checksum"
+            )
+            + f"; pass verify=False to {verb} it unchecked"
+        )
+    return backup
 
 
-def _describe(exc: BaseException, received: int, total: int | None) -> str:
-    where = f"after {received}{f' of {total}' if total else ''} bytes"
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"the link host stalled {where} (no data within read_timeout)"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"the connection broke {where} ({exc})"
-    return f"{type(exc).__name__} {where}: {exc}"
+def check_segments(segments: object) -> None:
+    """Refuse a ``segments`` that is neither ``"auto"`` nor 1 to ``MAX_SEGMENTS``."""
+    if segments != "auto" and (
+        isinstance(segments, bool)
+        or not isinstance(segments, int)
+        or not 1 <= segments <= MAX_SEGMENTS
+    ):
+        raise InvalidArgumentError(
+            f'segments must be "auto" or an integer from 1 to {MAX_SEGMENTS}, not {segments!r}'
+        )
 
 
 def _check_min_rate(min_rate: float | None) -> float | None:
@@ -659,40 +913,22 @@ async def download_backup(
     read_timeout: float = 60.0,
     max_attempts: int = 5,
     min_rate: float | None = DEFAULT_MIN_RATE,
+    segments: Segments = "auto",
+    connections: anyio.CapacityLimiter | None = None,
 ) -> DownloadResult:
     """Download a completed backup to ``dest``, verified and atomically; see ``download``.
 
     ``source`` answers for the backup's record and fresh links; ``links`` hands out the
-    session the link GETs go through.
+    session the link GETs go through. ``connections``, when given, is a budget shared with
+    other downloads: each stream past the first takes one of its tokens.
     """
     uuid = backup_uuid(backup_or_uuid)
     check_int("max_attempts", max_attempts, minimum=1)
+    check_segments(segments)
     read_timeout = check_number("read_timeout", read_timeout)
     min_rate = _check_min_rate(min_rate)
     final = await _destination(dest, uuid)
-    server = source.server
-    backup = backup_or_uuid if isinstance(backup_or_uuid, Backup) else None
-    if backup is None or backup.state is not BackupState.COMPLETED:
-        backup = await source.get(uuid)
-    if backup.state is BackupState.CREATING:
-        raise BackupNotCompletedError(
-            f"backup {uuid} of server {server} is still being created; wait() for it first",
-            backup=backup,
-        )
-    if backup.state is BackupState.FAILED:
-        raise BackupFailedError(
-            f"backup {uuid} of server {server} failed and has no archive", backup=backup
-        )
-    if verify and backup.checksum is None:
-        raise DownloadError(
-            f"backup {uuid} of server {server} has "
-            + (
-                f"a checksum the SDK cannot verify: {backup.checksum_raw!r}"
-                if backup.checksum_raw
-                else "no checksum"
-            )
-            + "; pass verify=False to download it unchecked"
-        )
+    backup = await resolve_completed(source, backup_or_uuid, verify=verify, verb="download")
     lock = PathLock(final)
     try:
         try:
@@ -720,6 +956,8 @@ async def download_backup(
             read_timeout=read_timeout,
             max_attempts=max_attempts,
             min_rate=min_rate,
+            segments=segments,
+            connections=connections,
         ).run()
     finally:
         await lock.release()

@@ -137,6 +137,10 @@ class DownloadResult:
     verified: bool
     attempts: int
     skipped: bool = False
+    #: Parallel ranged streams used (1: one stream).
+    segments: int = 1
+    #: Bytes kept from an earlier, interrupted run (0: none).
+    resumed_from: int = 0
 
 
 @frozen

@@ -29,14 +29,18 @@ LAYERS: dict[str, int] = {
     "_pagination": 3,
     "_transport": 3,
     "_filelock": 3,
+    "_linkget": 3,
+    "_journal": 3,
+    "_segments": 4,
     "_panel": 4,
-    "_download": 4,
+    "_download": 5,
+    "_stream": 6,
     "_events": 5,
-    "_backups": 6,
-    "_client": 7,
+    "_backups": 7,
+    "_client": 8,
 }
 #: Above the core: the test helpers, the command line (its demo runs FakePanel), the entry points.
-TOP = {"testing": 8, "_cli": 9, "__init__": 10, "__main__": 11}
+TOP = {"testing": 9, "_cli": 10, "__init__": 11, "__main__": 12}
 
 
 def modules() -> dict[str, pathlib.Path]:

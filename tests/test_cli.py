@@ -20,6 +20,7 @@ import pytest
 
 from ptero_backups_async._cli import main
 from ptero_backups_async._cli._units import human_age, human_size
+from ptero_backups_async._segments import PIECE
 from ptero_backups_async.testing import DownloadFault, FakePanel
 from ptero_backups_async.testing._models import FakeBackup
 
@@ -169,6 +170,41 @@ async def test_download_latest_and_all_with_a_failure(
     assert by_uuid[bad.uuid]["error"]["type"] == "DownloadError"
     assert (doc["downloaded"], doc["skipped"], doc["failed"]) == (1, 1, 1)
     assert "md5:nope" in err
+
+
+async def test_download_segments_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakePanel(storage="s3") as panel:
+        register_key(panel.api_key)
+        server = panel.add_server()
+        backup = panel.add_backup(server, content=os.urandom(3 * PIECE + 1))
+        base = ("--panel-url", panel.url, "--api-key", panel.api_key)
+        dest = str(tmp_path)
+        assert (
+            await cli(
+                *base,
+                "download",
+                server.identifier,
+                backup.uuid,
+                "--dest",
+                dest,
+                "--segments",
+                "3",
+                "--json",
+            )
+            == 0
+        )
+        doc, _ = output(capsys)
+        (entry,) = doc["results"]
+        assert (entry["verified"], entry["segments"], entry["resumed_from"]) == (True, 3, 0)
+        assert (tmp_path / f"{backup.uuid}.tar.gz").read_bytes() == backup.content
+        for bad in ("0", "33", "many"):
+            assert (
+                await cli(
+                    *base, "download", server.identifier, "--all", "--dest", dest, "--segments", bad
+                )
+                == 2
+            )
+            assert "--segments" in capsys.readouterr().err
 
 
 async def test_sync_twice_downloads_nothing_the_second_time(

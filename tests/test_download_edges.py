@@ -191,20 +191,20 @@ async def test_a_body_steadily_above_min_rate_is_never_failed(
 async def test_short_writes_still_land_byte_exact(
     s3: FakePanel, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A regular file may take less than writev was given (NFS, FUSE, a signal). The spy
-    # passes on only the first buffer of each call, to the real writev.
-    real_writev = os.writev
+    # A regular file may take less than pwritev was given (NFS, FUSE, a signal). The spy
+    # passes on only the first buffer of each call, to the real pwritev.
+    real_pwritev = os.pwritev
     short = []
 
-    def first_buffer_only(fd: int, buffers: Sequence[bytes]) -> int:
+    def first_buffer_only(fd: int, buffers: Sequence[bytes], offset: int) -> int:
         buffers = list(buffers)
         if len(buffers) > 1:
             short.append(len(buffers))
-        return real_writev(fd, buffers[:1])
+        return real_pwritev(fd, buffers[:1], offset)
 
     server = s3.add_server()
     backup = s3.add_backup(server, content=CONTENT)
-    monkeypatch.setattr(os, "writev", first_buffer_only)
+    monkeypatch.setattr(os, "pwritev", first_buffer_only)
     async with PteroClient(s3.url, s3.api_key) as client:
         with anyio.fail_after(10):
             result = await client.backups(server.identifier).download(backup.uuid, tmp_path)
@@ -641,19 +641,19 @@ async def test_a_deep_destination_is_fine_when_each_name_fits(
     assert deep.read_bytes() == CONTENT[:10_000]
 
 
-async def test_a_file_name_must_leave_room_for_its_part_and_lock_files(
+async def test_a_file_name_must_leave_room_for_its_part_lock_and_journal_files(
     panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
 ) -> None:
     server = panel.add_server()
     backup = panel.add_backup(server, content=CONTENT[:10_000])
     backups = client.backups(server.identifier)
-    fits = tmp_path / ("a" * 250)  # + ".part" is 255 bytes: the most a name may have
+    fits = tmp_path / ("a" * 247)  # + ".journal" is 255 bytes: the most a name may have
     result = await backups.download(backup.uuid, fits)
     assert fits.read_bytes() == CONTENT[:10_000]
     assert result.path == fits
     panel.clear_requests()
     with pytest.raises(InvalidArgumentError, match="too long"):
-        await backups.download(backup.uuid, tmp_path / ("b" * 251))
+        await backups.download(backup.uuid, tmp_path / ("b" * 248))
     assert not panel.requests, "refused before the panel was asked anything"
 
 

@@ -248,6 +248,7 @@ async def cmd_download(ctx: Context, args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 verify=args.verify,
                 min_rate=args.min_rate,
+                segments=args.segments,
             )
         seconds = time.monotonic() - started
     return _report_downloads(ctx, outcomes, dest, seconds, rejected)
@@ -266,7 +267,13 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
             servers = list(dict.fromkeys(check_server_id(s[:8]) for s in args.servers))
         with TransferProgress(ctx.err, enabled=not ctx.json) as view:
             report = await sync_servers(
-                client, view, servers, dest, concurrency=args.concurrency, min_rate=args.min_rate
+                client,
+                view,
+                servers,
+                dest,
+                concurrency=args.concurrency,
+                min_rate=args.min_rate,
+                segments=args.segments,
             )
     if ctx.json:
         emit_json(sync_json(report))

@@ -125,6 +125,8 @@ def outcome_json(outcome: DownloadOutcome) -> dict[str, Any]:
         "verified": result.verified if result else False,
         "skipped": result.skipped if result else False,
         "attempts": result.attempts if result else getattr(error, "attempts", None),
+        "segments": result.segments if result else None,
+        "resumed_from": result.resumed_from if result else None,
         "error": error_json(error) if error is not None else None,
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from .._download import DEFAULT_MIN_RATE
+from .._download import DEFAULT_MIN_RATE, MAX_SEGMENTS, Segments
 from .._sansio import check_backup_uuid, check_server_id
 
 __all__ = ["build_parser"]
@@ -53,6 +53,18 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be ≥ 1: {value!r}")
     return number
+
+
+def _segments(text: str) -> Segments:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_SEGMENTS:
+        raise argparse.ArgumentTypeError(f"expected auto or 1 to {MAX_SEGMENTS}, not {text!r}")
+    return value
 
 
 def _rate(value: str) -> float | None:
@@ -139,7 +151,15 @@ def _download_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=4,
         metavar="N",
-        help="downloads at once (default 4)",
+        help="connections to link hosts at once, ranged streams included (default 4)",
+    )
+    parser.add_argument(
+        "--segments",
+        type=_segments,
+        default="auto",
+        metavar="N",
+        help="ranged streams per file where the link host allows them: auto (8 for 64 MiB "
+        "or more) or 1 to 32 (default auto)",
     )
     parser.add_argument(
         "--min-rate",

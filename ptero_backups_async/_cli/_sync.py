@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import anyio
 
 from .._client import PteroClient
-from .._download import DEFAULT_MIN_RATE
+from .._download import DEFAULT_MIN_RATE, Segments
 from .._errors import InvalidArgumentError
 from .._models import Backup, BackupState, DownloadProgress
 from .._outcome import DownloadOutcome
@@ -84,6 +84,7 @@ async def transfer(
     overwrite: bool,
     verify: bool = True,
     min_rate: float | None = DEFAULT_MIN_RATE,
+    segments: Segments = "auto",
 ) -> list[DownloadOutcome]:
     """Download ``targets`` of one server into ``dest``, reporting to ``view``."""
     for target in targets:
@@ -98,6 +99,7 @@ async def transfer(
         overwrite=overwrite,
         progress=view.update,
         min_rate=min_rate,
+        segments=segments,
     )
     view.settle(outcomes)
     return outcomes
@@ -131,6 +133,7 @@ async def sync_servers(
     *,
     concurrency: int,
     min_rate: float | None = DEFAULT_MIN_RATE,
+    segments: Segments = "auto",
 ) -> SyncReport:
     """Mirror every completed backup of ``servers`` into ``dest/<server>/<uuid>.tar.gz``.
 
@@ -168,6 +171,7 @@ async def sync_servers(
         overwrite=True,  # a damaged local copy is replaced by a verified one
         progress=view.update,
         min_rate=min_rate,
+        segments=segments,
     )
     view.settle(outcomes)
     remaining = iter(outcomes)
