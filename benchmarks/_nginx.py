@@ -1,10 +1,13 @@
-"""nginx as an S3-like link host for ``bench_download.py --segmented``.
+"""nginx as an S3-like (or Wings-like) link host for ``bench_download.py``.
 
-One nginx (``daemon off``, a child of the benchmark) with two servers on 127.0.0.1, both serving
-``SRC/<name>`` at ``/file/<name>`` with sendfile and nginx's default ``Accept-Ranges: bytes``
-(206 + ``Content-Range`` for a ``Range`` GET): the first with ``limit_rate`` per connection, the
-second without. Everything nginx writes (pid, error log, temp dirs) stays in its own directory;
-as root, its workers run as root too (``user`` directive), so they can read the 0700 temp dir.
+One nginx (``daemon off``, a child of the benchmark) with a few servers on 127.0.0.1, each
+serving ``SRC/<name>`` at ``/file/<name>`` and at ``/<tag>/file/<name>`` (the tag lets the
+access log tell runs apart) with sendfile. ``--segmented`` uses two: one with ``limit_rate``
+per connection, one without, both with nginx's default ``Accept-Ranges: bytes`` (206 +
+``Content-Range`` for a ``Range`` GET). ``--crash`` uses a capped one with ranges and a capped
+one with ``max_ranges 0`` (Range ignored, no ``Accept-Ranges``: a Wings-style host), and an
+access log. Everything nginx writes (pid, logs, temp dirs) stays in its own directory; as root,
+its workers run as root too (``user`` directive), so they can read the 0700 temp dir.
 """
 
 from __future__ import annotations
@@ -19,14 +22,72 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 INSTALL_HINT = "apt-get install -y nginx-light aria2"
 RATE_RE = re.compile(r"^[1-9][0-9]*[kKmM]?$")
 _UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
 # Temp-path directives whose module this nginx may have been built without.
 _TEMP_MODULES = ("proxy", "fastcgi", "uwsgi", "scgi")
+#: One access-log line per request, fields split on spaces; the Range header last ("-": none).
+LOG_FORMAT = (
+    "$msec $server_port $request_uri $status $bytes_sent $body_bytes_sent $request_time $http_range"
+)
+TAG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One nginx server: its per-connection cap (nginx syntax) and whether it honours Range."""
+
+    rate: str | None = None
+    ranges: bool = True  # False: max_ranges 0, so Range is ignored and no Accept-Ranges sent
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One request of the access log (``LOG_FORMAT``)."""
+
+    msec: float
+    port: int
+    uri: str
+    status: int
+    bytes_sent: int  # headers + body, as nginx handed them to the kernel
+    body_bytes_sent: int
+    request_time: float
+    range: str | None
+
+    @property
+    def tag(self) -> str | None:
+        """``TAG`` of ``/TAG/file/<name>``; None for ``/file/<name>``."""
+        parts = self.uri.split("/")
+        return parts[1] if len(parts) == 4 and parts[2] == "file" else None
+
+
+def read_access_log(path: pathlib.Path) -> list[LogEntry]:
+    """The complete lines of an access log written with ``LOG_FORMAT`` (none: empty)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in text.split("\n")[:-1]:  # the last piece is "" or a line being written
+        msec, port, uri, status, sent, body, took, rng = line.split(" ", 7)
+        entries.append(
+            LogEntry(
+                float(msec),
+                int(port),
+                uri,
+                int(status),
+                int(sent),
+                int(body),
+                float(took),
+                None if rng == "-" else rng,
+            )
+        )
+    return entries
 
 
 def rate_bytes(rate: str) -> int:
@@ -62,16 +123,37 @@ def _missing_modules(binary: str) -> set[str]:
 
 
 def render_config(
-    root: pathlib.Path, src: pathlib.Path, ports: tuple[int, int], rate: str, missing: set[str]
+    root: pathlib.Path,
+    src: pathlib.Path,
+    servers: Sequence[tuple[int, Host]],
+    missing: set[str],
+    access_log: pathlib.Path | None = None,
 ) -> str:
-    """The whole nginx.conf: no include, no path outside ``root`` but ``src``."""
+    """The whole nginx.conf: no include, no path outside ``root`` but ``src`` (and the log)."""
     user = ""
     if os.geteuid() == 0:  # as root, nginx would switch its workers to "nobody"
         user = f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
     temps = "\n".join(
         f"    {m}_temp_path {root}/{m}_temp;" for m in _TEMP_MODULES if m not in missing
     )
-    location = f"alias {src}/;"
+    log_lines = "    access_log off;"
+    if access_log is not None:
+        log_lines = f"    log_format bench '{LOG_FORMAT}';\n    access_log {access_log} bench;"
+    blocks = []
+    for port, host in servers:
+        limit = f"\n            limit_rate {host.rate};" if host.rate else ""
+        ranges = "" if host.ranges else "\n        max_ranges 0;"
+        blocks.append(f"""\
+    server {{
+        listen 127.0.0.1:{port};{ranges}
+        location /file/ {{
+            alias {src}/;{limit}
+        }}
+        location ~ ^/[A-Za-z0-9_-]+/file/(?<name>[^/]+)$ {{
+            alias {src}/$name;{limit}
+        }}
+    }}""")
+    body = "\n".join(blocks)
     return f"""\
 {user}
 daemon off;
@@ -82,31 +164,19 @@ events {{
     worker_connections 256;
 }}
 http {{
-    access_log off;
+{log_lines}
     client_body_temp_path {root}/client_body_temp;
 {temps}
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 10000;
-    server {{
-        listen 127.0.0.1:{ports[0]};
-        location /file/ {{
-            {location}
-            limit_rate {rate};
-        }}
-    }}
-    server {{
-        listen 127.0.0.1:{ports[1]};
-        location /file/ {{
-            {location}
-        }}
-    }}
+{body}
 }}
 """
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], ports: tuple[int, int], log: pathlib.Path) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], ports: Sequence[int], log: pathlib.Path) -> None:
     deadline = time.monotonic() + 10
     pending = list(ports)
     while pending:
@@ -133,18 +203,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def link_hosts(src: pathlib.Path, root: pathlib.Path, rate: str) -> Iterator[tuple[str, str]]:
-    """Start nginx; yield the base URLs (throttled, unthrottled); stop it on the way out."""
+def serve(
+    src: pathlib.Path,
+    root: pathlib.Path,
+    hosts: Sequence[Host],
+    access_log: pathlib.Path | None = None,
+) -> Iterator[list[str]]:
+    """Start nginx with one server per host; yield their base URLs; stop it on the way out."""
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError(f"nginx is not installed: {INSTALL_HINT}")
     root.mkdir()
     missing = _missing_modules(binary)
     for attempt in range(3):  # a free port can be taken between the probe and nginx's bind
-        throttled, unthrottled = _free_ports(2)
-        ports = (throttled, unthrottled)
+        ports = _free_ports(len(hosts))
         conf = root / "nginx.conf"
-        conf.write_text(render_config(root, src, ports, rate, missing))
+        conf.write_text(
+            render_config(root, src, list(zip(ports, hosts, strict=True)), missing, access_log)
+        )
         error_log = root / "error.log"
         proc = subprocess.Popen(
             # -e: the log for before the config is read (the default is a root path)
@@ -163,6 +239,13 @@ def link_hosts(src: pathlib.Path, root: pathlib.Path, rate: str) -> Iterator[tup
             raise
         break
     try:
-        yield f"http://127.0.0.1:{throttled}", f"http://127.0.0.1:{unthrottled}"
+        yield [f"http://127.0.0.1:{port}" for port in ports]
     finally:
         _stop(proc)
+
+
+@contextmanager
+def link_hosts(src: pathlib.Path, root: pathlib.Path, rate: str) -> Iterator[tuple[str, str]]:
+    """``--segmented``: yield the base URLs (throttled, unthrottled) of a running nginx."""
+    with serve(src, root, [Host(rate), Host()]) as (throttled, unthrottled):
+        yield throttled, unthrottled

@@ -42,7 +42,14 @@ from ._errors import (
     bound_text,
 )
 from ._filelock import LOCK_SUFFIX, PathLock
-from ._journal import JOURNAL_INTERVAL, JOURNAL_SUFFIX, Checkpoint, Journal, ResumeKey
+from ._journal import (
+    JOURNAL_BYTES,
+    JOURNAL_INTERVAL,
+    JOURNAL_SUFFIX,
+    Checkpoint,
+    Journal,
+    ResumeKey,
+)
 from ._linkget import CONTENT_RANGE as _CONTENT_RANGE
 from ._linkget import (
     _AttemptFailed,
@@ -150,7 +157,9 @@ class _Sink:
         self.etag: str | None = None  # what the journal records with its checkpoints
         self.fd: int | None = None
         self.identity: tuple[int, int] | None = None
-        self._due = time.monotonic() + JOURNAL_INTERVAL
+        self._due = time.monotonic() + JOURNAL_INTERVAL  # the next checkpoint, by time
+        self._next = JOURNAL_BYTES  # or by bytes hashed, whichever comes first
+        self._sync_due = time.monotonic() + JOURNAL_INTERVAL  # the next fsync of the journal
         self._pending: Checkpoint | None = None
 
     def open(self) -> None:
@@ -217,8 +226,9 @@ class _Sink:
         self.hashed += sum(map(len, chunks))
         if self.journal is not None:
             now = time.monotonic()
-            if now >= self._due:
+            if now >= self._due or self.hashed >= self._next:
                 self._due = now + JOURNAL_INTERVAL
+                self._next = self.hashed + JOURNAL_BYTES
                 self._pending = Checkpoint(self.hashed, digest.copy().hexdigest())
 
     def checkpoint(self, written: int) -> None:
@@ -226,8 +236,14 @@ class _Sink:
         pending = self._pending
         if pending is not None and pending.prefix <= written and self.journal is not None:
             self._pending = None
+            # Every checkpoint survives kill -9 (the page cache keeps it); one every
+            # JOURNAL_INTERVAL is fsynced, and survives a power loss too.
+            now = time.monotonic()
+            durable = now >= self._sync_due
+            if durable:
+                self._sync_due = now + JOURNAL_INTERVAL
             try:
-                self.journal.save(pending, self.etag)
+                self.journal.save(pending, self.etag, durable=durable)
             except OSError as exc:
                 # The journal only saves time after a crash: a download goes on without it.
                 logger.warning(
@@ -279,6 +295,7 @@ class _Sink:
         os.ftruncate(self.fd, 0)
         self.digest = _new_hash(self.algorithm)
         self.size = self.hashed = 0
+        self._next = JOURNAL_BYTES
         self._pending = None
         if self.journal is not None:
             self.journal.forget()

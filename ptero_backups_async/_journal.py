@@ -2,8 +2,10 @@
 
 ``<final>.journal`` names the backup (UUID, announced checksum and size), the hash algorithm,
 the link host's ETag, and a few checkpoints: a prefix length of the ``.part`` with the digest
-of exactly those bytes. It is rewritten in place and fsynced every ``JOURNAL_INTERVAL``
-seconds while a download runs, and removed with the ``.part``.
+of exactly those bytes. While a download runs it is rewritten in place every ``JOURNAL_BYTES``
+hashed or ``JOURNAL_INTERVAL`` seconds, whichever comes first, and fsynced at most every
+``JOURNAL_INTERVAL`` seconds; it is removed with the ``.part``. The newest checkpoint that was
+fsynced is always kept among the few.
 
 The ``.part`` itself is not fsynced at each checkpoint (that would stall a fast download on
 writeback): after ``kill -9`` or an OOM kill the page cache still holds every byte written,
@@ -27,14 +29,23 @@ from typing import Any
 
 from attrs import frozen
 
-__all__ = ["JOURNAL_INTERVAL", "JOURNAL_SUFFIX", "Checkpoint", "Journal", "ResumeKey"]
+__all__ = [
+    "JOURNAL_BYTES",
+    "JOURNAL_INTERVAL",
+    "JOURNAL_SUFFIX",
+    "Checkpoint",
+    "Journal",
+    "ResumeKey",
+]
 
 logger = logging.getLogger("ptero_backups_async")
 
 #: Added to the final path to name its journal.
 JOURNAL_SUFFIX = ".journal"
-#: Seconds between two checkpoints of a running download.
+#: Seconds between two checkpoints of a running download, and between two fsyncs.
 JOURNAL_INTERVAL = 2.0
+#: Bytes hashed between two checkpoints (a kill loses at most this much, and a few seconds).
+JOURNAL_BYTES = 16 * 1024 * 1024
 #: Checkpoints kept: after a power loss the newest ones may be ahead of what reached the disk.
 KEEP = 8
 #: A journal is a few hundred bytes; anything much larger is not one of ours.
@@ -105,6 +116,7 @@ class Journal:
         self.path = final.with_name(final.name + JOURNAL_SUFFIX)
         self.key = key
         self.checkpoints: list[Checkpoint] = []
+        self._durable: Checkpoint | None = None  # the newest that reached the disk
         self._fd: int | None = None
 
     def load(self) -> tuple[str | None, list[Checkpoint]] | None:
@@ -131,11 +143,14 @@ class Journal:
             checkpoints = [c for c in checkpoints if c.prefix <= self.key.size]
         return etag, sorted(checkpoints, key=lambda c: c.prefix)
 
-    def save(self, checkpoint: Checkpoint, etag: str | None) -> None:
-        """Record ``checkpoint`` (and the ETag the bytes came with), durably."""
+    def save(self, checkpoint: Checkpoint, etag: str | None, *, durable: bool = True) -> None:
+        """Record ``checkpoint`` (and the ETag the bytes came with); ``durable``: fsync it."""
         if self.checkpoints and checkpoint.prefix <= self.checkpoints[-1].prefix:
             self.checkpoints = [c for c in self.checkpoints if c.prefix < checkpoint.prefix]
-        self.checkpoints = [*self.checkpoints, checkpoint][-KEEP:]
+        kept = [*self.checkpoints, checkpoint][-KEEP:]
+        if self._durable is not None and self._durable not in kept:
+            kept = [self._durable, *kept[1:]]  # after a power loss, it may be all that is left
+        self.checkpoints = kept
         doc = {
             "version": VERSION,
             "backup": self.key.backup,
@@ -147,6 +162,7 @@ class Journal:
         }
         raw = json.dumps(doc, separators=(",", ":")).encode()
         if self._fd is None:
+            durable = True  # a new journal replaces whatever was there: it must reach the disk
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)  # never write through a symlink planted there
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -155,11 +171,14 @@ class Journal:
         # do not match, and the next run ignores it.
         os.pwrite(self._fd, raw, 0)
         os.ftruncate(self._fd, len(raw))
-        os.fdatasync(self._fd)
+        if durable:
+            os.fdatasync(self._fd)
+            self._durable = checkpoint
 
     def forget(self) -> None:
         """The checkpoints no longer describe the ``.part`` (it was truncated)."""
         self.checkpoints = []
+        self._durable = None
         self.remove()
 
     def remove(self) -> None:

@@ -407,6 +407,50 @@ async def test_a_dropped_piece_is_retried_alone_from_where_it_broke(
     assert backup.links_issued == 1
 
 
+async def test_a_stalled_piece_is_retried_alone_after_read_timeout(
+    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    server = s3.add_server()
+    backup = s3.add_backup(server, content=CONTENT)
+    # The second GET (the first ranged piece) goes silent after 1 MiB for longer than the
+    # read timeout; the other pieces go on meanwhile.
+    s3.script_download(backup, None, DownloadFault.stall(MiB, seconds=3))
+    with anyio.fail_after(10):
+        result = await s3_client.backups(server.identifier).download(
+            backup.uuid, tmp_path, segments=4, read_timeout=0.5
+        )
+    assert result.path.read_bytes() == CONTENT
+    assert (result.verified, result.attempts, result.segments) == (True, 1, 4)
+    log = await link_log(s3)
+    (stalled,) = [r for r in log if r.fault == "stall"]
+    first, last = map(int, stalled.headers["range"].removeprefix("bytes=").split("-"))
+    assert sorted(r.headers.get("range", "") for r in log) == sorted(
+        ["", *pieces(len(CONTENT)), f"bytes={first + MiB}-{last}"]
+    )
+
+
+async def test_single_use_links_that_honour_ranges_go_on_as_one_stream(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    # A host that answers ranges but takes each link once (a second GET: 404, as Wings does
+    # for a used token): the pieces cannot share the link, so the download goes on as one
+    # stream with a fresh link, resuming with Range from what is hashed.
+    async with RangeHost(CONTENT) as host:
+
+        def once(seen: Seen) -> Fault | None:
+            if sum(s.token == seen.token for s in host.seen) > 1:
+                return Fault(status=404)
+            return None
+
+        host.fault = once
+        backup, result = await fetch_from(host, panel, client, tmp_path, segments=4)
+    assert result.path.read_bytes() == CONTENT
+    assert (result.verified, result.attempts) == (True, 2)
+    resumed = [s for s in host.seen if s.status == 206 and str(s.range).endswith("-")]
+    assert [s.range for s in resumed] == [f"bytes={PIECE}-"]
+    assert backup.links_issued == 2
+
+
 async def test_an_expired_link_is_renewed_once_for_every_stream(
     panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
 ) -> None:
