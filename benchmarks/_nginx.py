@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 INSTALL_HINT = "apt-get install -y nginx-light aria2"
+INSTALL_HINT_CRASH = "apt-get install -y nginx-light"
 RATE_RE = re.compile(r"^[1-9][0-9]*[kKmM]?$")
 _UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
 # Temp-path directives whose module this nginx may have been built without.
@@ -35,7 +36,6 @@ _TEMP_MODULES = ("proxy", "fastcgi", "uwsgi", "scgi")
 LOG_FORMAT = (
     "$msec $server_port $request_uri $status $bytes_sent $body_bytes_sent $request_time $http_range"
 )
-TAG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)

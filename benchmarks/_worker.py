@@ -90,8 +90,9 @@ async def ours(
     """``client.backups(server).download(uuid, outdir)``, after one warm-up API call.
 
     ``segments`` ("auto" or a number) is passed on as ``download(segments=...)``; without it
-    the SDK's default applies. The sample records ``result.segments`` (streams used) and
-    ``result.resumed_from`` (bytes kept from an interrupted run: ``bench_download.py --crash``).
+    the SDK's default applies. The sample records ``result.segments`` (streams used),
+    ``result.attempts`` and ``result.resumed_from`` (bytes kept from an interrupted run, for
+    ``bench_download.py --crash``).
     """
     from ptero_backups_async import PteroClient
 
@@ -100,6 +101,7 @@ async def ours(
         kwargs["segments"] = segments if segments == "auto" else int(segments)
     used: list[int | None] = []
     resumed: list[int | None] = []
+    attempts: list[int | None] = []
     async with PteroClient(panel, "ptlc_benchmark") as client:
         backups = client.backups(server)
         await backups.get(uuid)  # warm-up: imports, converter, the panel connection
@@ -108,11 +110,13 @@ async def ours(
             result = await backups.download(uuid, outdir, **kwargs)
             used.append(getattr(result, "segments", None))  # None: an SDK without segments
             resumed.append(getattr(result, "resumed_from", None))  # None: no resume
+            attempts.append(result.attempts)
             return result.verified and not result.skipped
 
         sample = await measure(download)
     sample["segments"] = used[0] if used else None
     sample["resumed_from"] = resumed[0] if resumed else None
+    sample["attempts"] = attempts[0] if attempts else None
     return sample
 
 

@@ -2,6 +2,9 @@
 
 ``--segmented``: ranged parallel downloads from nginx with a per-connection rate cap, against
 curl and aria2c (see README.md, "Segmented downloads").
+
+``--crash``: ``kill -9`` halfway through a download from nginx, then a new process downloads to
+the same path and resumes (see README.md, "Crash and resume").
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import uuid as uuid_mod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +53,16 @@ TARGET_SEG_VS_ARIA2 = 0.9  # ours "auto" at least 0.9x aria2c -x8's throughput
 TARGET_SEG_RSS_MIB = 64.0
 TARGET_SEG_UNTHROTTLED = 1.1  # unthrottled: "auto" time <= one stream's x 1.1
 ARIA2_CONNECTIONS = 8
+# --crash: the first process is killed once the journal vouches for this fraction of the file
+# (--kill-on part: once the .part holds this much), then a new one resumes.
+CRASH_AT = 0.5
+CRASH_FALLBACK = 0.95  # --kill-on journal: or once the .part holds this much (a journal missing)
+CRASH_POLL_S = 0.005
+CRASH_QUIET_S = 1.0  # nginx has logged the killed run's requests: no new line for this long
+TARGET_CRASH_FETCHED = 0.55  # range host: the second process fetches at most this fraction
+TARGET_CRASH_RESTART = 0.99  # Wings-style host: the second process fetches the whole file again
+# (host, segments of both processes): host "range" honours Range, "wings" ignores it.
+CRASH_CASES = (("range", "1"), ("range", "auto"), ("wings", "auto"))
 
 
 @dataclass(frozen=True)
@@ -170,7 +183,9 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def run_worker(*args: str, script: pathlib.Path = WORKER) -> dict[str, Any]:
+def run_worker(
+    *args: str, script: pathlib.Path = WORKER, require_ok: bool = True
+) -> dict[str, Any]:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(script), *args],
@@ -183,7 +198,7 @@ def run_worker(*args: str, script: pathlib.Path = WORKER) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"worker {args[0]} failed ({proc.returncode}):\n{proc.stderr}")
     sample: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not sample["ok"]:
+    if require_ok and not sample["ok"]:
         raise RuntimeError(f"worker {args[0]}: the download did not verify")
     sample["whole_s"] = whole
     if "rss_after_kib" in sample:
@@ -549,14 +564,344 @@ def segmented_report(res: Results, big: Archive, rate: str) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------------- crash
+
+
+def check_no_ranges(url: str) -> None:
+    """Fail early unless the link host answers a ranged GET with 200 and no Accept-Ranges."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        conn.request("GET", parts.path, headers={"Range": "bytes=0-0"})
+        answer = conn.getresponse()  # the headers only: the body is dropped with the connection
+        ranges = answer.getheader("Accept-Ranges")
+    finally:
+        conn.close()
+    if answer.status != 200 or ranges is not None:
+        raise RuntimeError(
+            f"{url}: {answer.status}, Accept-Ranges {ranges!r} for a ranged GET; want 200, none"
+        )
+
+
+def newest_checkpoint(journal: pathlib.Path) -> tuple[int, int] | None:
+    """The newest checkpoint's prefix in a download's journal, and how many it holds.
+
+    None when there is none, or the journal is being rewritten (the SDK writes it in place).
+    """
+    try:
+        doc = json.loads(journal.read_bytes())
+        prefixes = [int(point[0]) for point in doc["checkpoints"]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return (max(prefixes), len(prefixes)) if prefixes else None
+
+
+def file_sizes(path: pathlib.Path) -> tuple[int, int]:
+    """Length and allocated bytes (ranged pieces land out of order, so a .part has holes)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return 0, 0
+    return info.st_size, info.st_blocks * 512
+
+
+def run_killed(
+    args: Sequence[str], final: pathlib.Path, size: int, cap: int, kill_on: str
+) -> dict[str, Any]:
+    """Run ``_worker.py ARGS`` and SIGKILL it once its download is about half done.
+
+    Half done (``kill_on="journal"``): the journal's newest checkpoint covers ``CRASH_AT`` of
+    ``size`` (or, should the journal be missing, the ``.part`` holds ``CRASH_FALLBACK`` of it).
+    ``kill_on="part"``: the ``.part`` holds ``CRASH_AT`` of it. "Holds" counts allocated
+    bytes, not the length: ranged pieces land out of order, and the last one sets the length.
+    """
+    part = final.with_name(final.name + ".part")
+    journal = final.with_name(final.name + ".journal")
+    out = final.parent.parent / "killed-worker.out"
+    deadline = 60 + 4 * size / cap
+    on_disk = CRASH_AT if kill_on == "part" else CRASH_FALLBACK
+    with open(out, "w+") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER), *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=worker_env(),
+        )
+        start = time.perf_counter()
+        trigger = None
+        seen = (0, 0)
+        try:
+            while proc.poll() is None:
+                point = newest_checkpoint(journal)
+                seen = file_sizes(part)
+                if kill_on == "journal" and point is not None and point[0] >= size * CRASH_AT:
+                    trigger = "journal"
+                elif seen[1] >= size * on_disk:
+                    trigger = "part"
+                if trigger is not None:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+                if time.perf_counter() - start > deadline:
+                    raise RuntimeError(f"{args}: not half done after {deadline:.0f} s")
+                time.sleep(CRASH_POLL_S)
+            killed_s = time.perf_counter() - start
+        finally:
+            if proc.poll() is None and trigger is None:
+                proc.kill()  # an error here, or Ctrl-C: no orphan worker
+            proc.wait()
+        sink.seek(0)
+        output = sink.read()
+    point = newest_checkpoint(journal)  # what the next run finds
+    return {
+        "killed": trigger is not None,
+        "trigger": trigger,
+        "returncode": proc.returncode,
+        "output": output[-2000:] if trigger is None else "",
+        "killed_s": killed_s,
+        "part_at_kill": seen[0],
+        "part_alloc_at_kill": seen[1],
+        "part_after": file_sizes(part)[0],
+        "checkpoint": point[0] if point else 0,
+        "checkpoints": point[1] if point else 0,
+    }
+
+
+def settled_log(log: pathlib.Path, tag: str) -> list[_nginx.LogEntry]:
+    """The requests of a killed run, once nginx has noticed its connections are gone.
+
+    nginx logs a request when it ends; after a kill that is at its next write to the dead
+    socket. Waits until a line of ``tag`` is there and no line came for ``CRASH_QUIET_S``.
+    """
+    deadline = time.monotonic() + 30
+    count, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        lines = [e for e in _nginx.read_access_log(log) if e.tag == tag]
+        if len(lines) != count:
+            count, quiet_since = len(lines), time.monotonic()
+        elif count > 0 and time.monotonic() - quiet_since >= CRASH_QUIET_S:
+            return lines
+        time.sleep(0.1)
+    return [e for e in _nginx.read_access_log(log) if e.tag == tag]
+
+
+def sha1_of(path: pathlib.Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha1()
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(GEN_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def crash_case(
+    big: Archive,
+    base: str,
+    host: str,
+    segments: str,
+    workdir: pathlib.Path,
+    log: pathlib.Path,
+    cap: int,
+    run: int,
+    kill_on: str,
+) -> dict[str, Any]:
+    """One process killed halfway, then a new one to the same path; what each fetched."""
+    outdir = workdir / "out"
+    fresh(outdir)
+    final = outdir / f"{big.uuid}.tar.gz"  # download(uuid, dir) names it so
+    tags = [f"{host}-{segments}-{run}-{step}" for step in ("killed", "resumed")]
+    with file_server([big], workdir, link_base=f"{base}/{tags[0]}", name=tags[0]) as panel:
+        worker = ["ours", panel, big.server, big.uuid, str(outdir), segments]
+        first = run_killed(worker, final, big.size, cap, kill_on)
+    first_log = settled_log(log, tags[0])
+    os.sync()  # the second run does not pay for the first one's writeback
+    with file_server([big], workdir, link_base=f"{base}/{tags[1]}", name=tags[1]) as panel:
+        worker = ["ours", panel, big.server, big.uuid, str(outdir), segments]
+        try:
+            second = run_worker(*worker, require_ok=False)
+        except RuntimeError as exc:
+            second = {"ok": False, "error": str(exc)[-2000:]}
+    digest = sha1_of(final)
+    time.sleep(0.2)  # the second run's last request is logged as it ends; leave nginx a moment
+    entries = _nginx.read_access_log(log)
+    first_log = [e for e in entries if e.tag == tags[0]] or first_log
+    second_log = [e for e in entries if e.tag == tags[1]]
+    fetched = sum(e.body_bytes_sent for e in second_log)
+    return {
+        "host": host,
+        "segments_arg": segments,
+        "first": first,
+        "second": second,
+        "first_requests": [asdict(e) for e in first_log],
+        "second_requests": [asdict(e) for e in second_log],
+        "first_sent": sum(e.body_bytes_sent for e in first_log),
+        "fetched": fetched,
+        "fetched_fraction": fetched / big.size,
+        "sha1_matches": digest == big.sha1,
+        "verified": bool(second.get("ok")) and digest == big.sha1,
+    }
+
+
+def benchmark_crash(args: argparse.Namespace, workdir: pathlib.Path) -> tuple[Results, list[str]]:
+    """Each round: the range host with segments=1 and "auto", the Wings-style host."""
+    src = workdir / "src"
+    src.mkdir()
+    start = time.perf_counter()
+    (big,) = make_archives(src, [("big.bin", args.size_mib * MIB)])
+    log(f"generated {big.size // MIB} MiB in {time.perf_counter() - start:.1f}s")
+    cap = _nginx.rate_bytes(args.rate_limit)
+    access_log = workdir / "access.log"
+    hosts = [_nginx.Host(args.rate_limit), _nginx.Host(args.rate_limit, ranges=False)]
+    res = Results()
+    with _nginx.serve(src, workdir / "nginx", hosts, access_log) as (ranged, wings):
+        check_ranges(file_url(ranged, big))
+        check_no_ranges(file_url(wings, big))
+        bases = {"range": ranged, "wings": wings}
+        log(
+            f"nginx at {ranged} (Range) and {wings} (max_ranges 0), limit_rate"
+            f" {args.rate_limit} each; access log {access_log}; outputs in {workdir / 'out'}"
+            f" ({fstype(workdir)})"
+        )
+        for i in range(1, args.runs + 1):
+            for host, segments in CRASH_CASES:
+                sample = crash_case(
+                    big, bases[host], host, segments, workdir, access_log, cap, i, args.kill_on
+                )
+                res.add(f"{host}:{segments}", sample)
+                log(f"round {i}: {crash_summary(sample, big.size)}")
+        fresh(workdir / "out")
+    return res, crash_report(res, big, args.rate_limit, args.kill_on)
+
+
+def crash_summary(sample: dict[str, Any], size: int) -> str:
+    first, second = sample["first"], sample["second"]
+    resumed = second.get("resumed_from")
+    return (
+        f"{sample['host']} segments={sample['segments_arg']}: killed at"
+        f" {first['killed_s']:.2f}s (checkpoint {first['checkpoint'] / MIB:.0f} MiB),"
+        f" resumed_from {'-' if resumed is None else f'{resumed / MIB:.0f} MiB'}, fetched"
+        f" {100 * sample['fetched_fraction']:.1f}% in {seconds_or_dash(second)},"
+        f" {'verified' if sample['verified'] else 'NOT verified'}"
+    )
+
+
+def seconds_or_dash(sample: dict[str, Any]) -> str:
+    return f"{sample['download_s']:.2f}s" if "download_s" in sample else "-"
+
+
+def crash_report(res: Results, big: Archive, rate: str, kill_on: str) -> list[str]:
+    cap = _nginx.rate_bytes(rate)
+    size = big.size
+
+    def mib(n: int | None) -> str:
+        return "-" if n is None else f"{n / MIB:.1f}"
+
+    label = {
+        "range:1": "range host, segments=1",
+        "range:auto": 'range host, "auto"',
+        "wings:auto": 'Wings-style, "auto"',
+    }
+    head = (
+        f"{'case':<24} {'kill s':>6} {'.part':>7} {'alloc':>7} {'ckpt':>7} {'sent 1':>7}"
+        f" {'resumed':>7} {'fetch 2':>7} {'fetch %':>7} {'2nd s':>6} {'GETs':>4} {'str':>3}"
+        f" verifies"
+    )
+    when = {
+        "journal": "the journal's newest checkpoint reaches",
+        "part": "the .part's allocated bytes reach",
+    }[kill_on]
+    lines = [
+        f"Crash and resume, {size // MIB} MiB: nginx limit_rate {rate} per connection"
+        f" ({cap / MIB:g} MiB/s; one stream needs {size / cap:.2f} s for the file).",
+        f"kill -9 once {when} {CRASH_AT:.0%} of the file, then a new process downloads to the"
+        " same path (both with the case's segments=).",
+        "",
+        head,
+        "-" * len(head),
+    ]
+    notes: list[str] = []
+    for name, title in label.items():
+        for n, s in enumerate(res.runs.get(name, []), 1):
+            first, second = s["first"], s["second"]
+            two = second.get("download_s")
+            lines.append(
+                f"{title:<24} {first['killed_s']:>6.2f} {mib(first['part_at_kill']):>7}"
+                f" {mib(first['part_alloc_at_kill']):>7} {mib(first['checkpoint']):>7}"
+                f" {mib(s['first_sent']):>7} {mib(second.get('resumed_from')):>7}"
+                f" {mib(s['fetched']):>7} {100 * s['fetched_fraction']:>7.1f}"
+                f" {'-' if two is None else f'{two:.2f}':>6} {len(s['second_requests']):>4}"
+                f" {second.get('segments') or '-'!s:>3} {'yes' if s['verified'] else 'NO'}"
+            )
+            where = f"{title} (run {n})"
+            if not first["killed"]:
+                notes.append(
+                    f"{where}: the first process ended before the kill (exit"
+                    f" {first['returncode']}): {first['output'].strip()[-300:]}"
+                )
+            elif first["trigger"] != kill_on:
+                notes.append(f"{where}: killed on the .part's allocated bytes: no journal yet")
+            if "error" in second:
+                notes.append(f"{where}: the second process failed: {second['error'][-500:]}")
+            resumed = second.get("resumed_from")
+            if name.startswith("range") and resumed is not None:
+                extra = s["fetched"] - (size - resumed)
+                notes.append(
+                    f"{where}: resumed_from {'=' if resumed == first['checkpoint'] else '!='}"
+                    f" the journal's newest checkpoint; fetched - (size - resumed_from) ="
+                    f" {extra / MIB:+.1f} MiB; bytes of the first run fetched again:"
+                    f" {(s['first_sent'] - resumed) / MIB:.1f} MiB"
+                )
+    lines += [
+        "",
+        "kill s: first process, start to SIGKILL (includes start-up). .part / alloc: its length",
+        "and allocated bytes when killed; ckpt: the journal's newest checkpoint after the kill;",
+        "sent 1 / fetch 2: body bytes nginx sent to the first / second process (access log);",
+        "resumed: result.resumed_from of the second; 2nd s: its download() call; GETs: its",
+        "requests to the link host; str: result.segments. Sizes in MiB.",
+        "",
+    ]
+    lines += notes
+    lines.append("")
+
+    def verdict(ok: bool) -> str:
+        return "OK" if ok else "MISS"
+
+    for name in ("range:1", "range:auto"):
+        runs = res.runs.get(name, [])
+        if runs:
+            worst = max(s["fetched_fraction"] for s in runs)
+            lines.append(
+                f"{label[name] + ': fetched by the 2nd':<46} {100 * worst:>6.1f} %"
+                f"   target <= {100 * TARGET_CRASH_FETCHED:g} %   "
+                f"{verdict(worst <= TARGET_CRASH_FETCHED)}"
+            )
+    runs = res.runs.get("wings:auto", [])
+    if runs:
+        least = min(s["fetched_fraction"] for s in runs)
+        lines.append(
+            f"{label['wings:auto'] + ': starts over (fetched)':<46} {100 * least:>6.1f} %"
+            f"   target >= {100 * TARGET_CRASH_RESTART:g} %   "
+            f"{verdict(least >= TARGET_CRASH_RESTART)}"
+        )
+    for name, title in label.items():
+        runs = res.runs.get(name, [])
+        if runs:
+            good = sum(bool(s["verified"]) for s in runs)
+            lines.append(
+                f"{title + ': verifies':<46} {good:>3}/{len(runs):<3}   result.verified and"
+                f" SHA-1 of the file   {verdict(good == len(runs))}"
+            )
+    return lines
+
+
 # ---------------------------------------------------------------------------------- main
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--size-mib", type=int, default=1024, help="the single-file size (1024)")
+    p.add_argument("--size-mib", type=int, help="the single-file size (1024; --crash: 512)")
     p.add_argument("--small-mib", type=int, default=256, help="second size for RSS (256)")
-    p.add_argument("--runs", type=int, default=5, help="alternating rounds (5)")
+    p.add_argument("--runs", type=int, help="alternating rounds (5; --crash: 1)")
     p.add_argument("--bulk-count", type=int, default=8, help="files in the bulk case (8)")
     p.add_argument("--bulk-mib", type=int, default=128, help="size of each bulk file (128)")
     p.add_argument("--concurrency", type=int, default=4, help="bulk concurrency (4)")
@@ -573,12 +918,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " vs curl and aria2c (needs nginx and aria2c)",
     )
     p.add_argument(
+        "--crash",
+        action="store_true",
+        help="instead: kill -9 halfway through a download from nginx, then resume it in a new"
+        " process (needs nginx)",
+    )
+    p.add_argument(
+        "--kill-on",
+        choices=("journal", "part"),
+        default="journal",
+        help="--crash: kill once the journal's newest checkpoint (default) or the .part's"
+        " allocated bytes reach half the file",
+    )
+    p.add_argument(
         "--rate-limit",
         default="64m",
         metavar="RATE",
-        help="--segmented: nginx limit_rate per connection, nginx syntax (64m = 64 MiB/s)",
+        help="--segmented, --crash: nginx limit_rate per connection, nginx syntax (64m = 64 MiB/s)",
     )
     args = p.parse_args(argv)
+    if args.segmented and args.crash:
+        p.error("--segmented and --crash are two different runs: pick one")
+    if args.size_mib is None:
+        args.size_mib = 512 if args.crash else 1024
+    if args.runs is None:
+        args.runs = 1 if args.crash else 5
     if args.quick:
         args.size_mib, args.small_mib, args.runs, args.bulk_mib = 256, 64, 2, 32
     try:
@@ -590,13 +954,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def require_tools(args: argparse.Namespace) -> None:
     """Exit with the install command when a tool the chosen mode runs is missing."""
-    missing = [] if shutil.which("curl") else ["curl"]
-    if args.segmented:
+    missing = [] if args.crash or shutil.which("curl") else ["curl"]
+    if args.segmented or args.crash:
         missing += [] if _nginx.nginx_binary() else ["nginx"]
+    if args.segmented:
         missing += [] if shutil.which("aria2c") else ["aria2c"]
     if missing:
         hint = f"; on Debian/Ubuntu: {_nginx.INSTALL_HINT}" if args.segmented else ""
         hint += " curl" if args.segmented and "curl" in missing else ""
+        hint += f"; on Debian/Ubuntu: {_nginx.INSTALL_HINT_CRASH}" if args.crash else ""
         raise SystemExit(f"{', '.join(missing)} required but not found{hint}")
 
 
@@ -666,7 +1032,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         tempfile.mkdtemp(prefix="bench-download-", dir=pick_base_dir(args.tmp_dir))
     )
     try:
-        run = benchmark_segmented if args.segmented else benchmark
+        run = (
+            benchmark_crash if args.crash else benchmark_segmented if args.segmented else benchmark
+        )
         res, lines = run(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -21,8 +21,10 @@ import os
 import pathlib
 import stat
 import sys
+import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, TypeVar, Union
 
 import aiohttp
@@ -47,7 +49,9 @@ from ._journal import (
     JOURNAL_INTERVAL,
     JOURNAL_SUFFIX,
     Checkpoint,
+    Found,
     Journal,
+    Piece,
     ResumeKey,
 )
 from ._linkget import CONTENT_RANGE as _CONTENT_RANGE
@@ -161,6 +165,11 @@ class _Sink:
         self._next = JOURNAL_BYTES  # or by bytes hashed, whichever comes first
         self._sync_due = time.monotonic() + JOURNAL_INTERVAL  # the next fsync of the journal
         self._pending: Checkpoint | None = None
+        self._lock = threading.Lock()  # _pending is set by the hash thread, taken by another
+        #: Checkpoints only where a resume can use them: the host has shown it honours ranges.
+        self.resumable = False
+        #: Segments: the pieces written in full ahead of the prefix, for the journal.
+        self.ahead: Callable[[], Sequence[Piece]] | None = None
 
     def open(self) -> None:
         # The caller holds the path's lock, so a .part already there belongs to no running
@@ -175,20 +184,22 @@ class _Sink:
         info = os.fstat(self.fd)
         self.identity = (info.st_dev, info.st_ino)
 
-    def adopt(self, checkpoints: list[Checkpoint]) -> int:
+    def adopt(self, found: Found) -> list[Piece]:
         """Keep the longest prefix of an existing ``.part`` that a checkpoint vouches for.
 
-        Re-hashes the file up to the last checkpoint; returns the bytes kept (0: none, and
-        nothing is open).
+        Re-hashes the file up to the last checkpoint, then checks the CRC of each piece
+        recorded past the prefix kept. Sets ``size`` to the prefix kept (0: none, and nothing
+        is open) and returns the pieces that still match.
         """
+        checkpoints = found.checkpoints
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
-            return 0
+            return []
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
-            return 0
+            return []
         digest = _new_hash(self.algorithm)
         kept: tuple[int, hashlib._Hash] | None = None
         done = 0
@@ -203,13 +214,22 @@ class _Sink:
                 kept = (done, digest.copy())
         if kept is None:
             os.close(fd)
-            return 0
+            return []
         self.fd = fd
         self.identity = (info.st_dev, info.st_ino)
         self.size = self.hashed = kept[0]
+        self._next = self.size + JOURNAL_BYTES
         self.digest = kept[1]
-        os.ftruncate(fd, self.size)
-        return self.size
+        pieces = []
+        for piece in found.pieces:
+            if piece.start >= self.size and piece.end <= info.st_size:
+                crc = 0
+                for block in self.read_at(piece.start, piece.end - piece.start):
+                    crc = zlib.crc32(block, crc)
+                if crc == piece.crc:
+                    pieces.append(piece)
+        os.ftruncate(fd, max([self.size, *(p.end for p in pieces)]))
+        return pieces
 
     def _still_there(self) -> bool:
         """Whether the file at ``path`` is still the one this sink opened."""
@@ -224,33 +244,44 @@ class _Sink:
         for chunk in chunks:
             digest.update(chunk)
         self.hashed += sum(map(len, chunks))
-        if self.journal is not None:
+        if self.journal is not None and self.resumable:
             now = time.monotonic()
             if now >= self._due or self.hashed >= self._next:
                 self._due = now + JOURNAL_INTERVAL
                 self._next = self.hashed + JOURNAL_BYTES
-                self._pending = Checkpoint(self.hashed, digest.copy().hexdigest())
+                with self._lock:
+                    self._pending = Checkpoint(self.hashed, digest.copy().hexdigest())
 
     def checkpoint(self, written: int) -> None:
         """Record the newest checkpoint in the journal once ``written`` bytes cover it."""
-        pending = self._pending
-        if pending is not None and pending.prefix <= written and self.journal is not None:
+        with self._lock:
+            pending = self._pending
+            journal = self.journal
+            if pending is None or pending.prefix > written or journal is None:
+                return
             self._pending = None
-            # Every checkpoint survives kill -9 (the page cache keeps it); one every
-            # JOURNAL_INTERVAL is fsynced, and survives a power loss too.
-            now = time.monotonic()
-            durable = now >= self._sync_due
-            if durable:
-                self._sync_due = now + JOURNAL_INTERVAL
-            try:
-                self.journal.save(pending, self.etag, durable=durable)
-            except OSError as exc:
-                # The journal only saves time after a crash: a download goes on without it.
-                logger.warning(
-                    "%s cannot be written (%s); no resume after a crash", exc.filename, exc
-                )
-                journal, self.journal = self.journal, None
-                journal.remove()
+        # Every checkpoint survives kill -9 (the page cache keeps it); one every
+        # JOURNAL_INTERVAL is fsynced, and survives a power loss too.
+        now = time.monotonic()
+        durable = now >= self._sync_due
+        if durable:
+            self._sync_due = now + JOURNAL_INTERVAL
+        pieces = self.ahead() if self.ahead is not None else ()
+        try:
+            journal.save(pending, self.etag, durable=durable, pieces=pieces)
+        except OSError as exc:
+            # The journal only saves time after a crash: a download goes on without it.
+            logger.warning("%s cannot be written (%s); no resume after a crash", exc.filename, exc)
+            self.journal = None
+            journal.remove()
+
+    def save_now(self) -> None:
+        """Segments, while no hash runs: a checkpoint at the frontier, with the pieces ahead."""
+        if self.journal is None or not self.resumable or not self.hashed:
+            return
+        with self._lock:
+            self._pending = Checkpoint(self.hashed, self.digest.copy().hexdigest())
+        self.checkpoint(self.size)
 
     def write(self, chunks: list[bytes]) -> None:
         self.write_at(chunks, self.size)
@@ -474,6 +505,7 @@ class _Download:
         # False once a piece came back as anything but its range: the rest is one stream.
         self.split_ok = True
         self.resumed_from = 0
+        self.present: list[Piece] = []  # pieces an interrupted run wrote past its prefix
         self.journal = Journal(
             final, ResumeKey(backup.uuid, backup.checksum_raw, self.total, self.algorithm)
         )
@@ -564,8 +596,8 @@ class _Download:
         found = await self._thread(self.journal.load)
         if found is None:
             return
-        etag, checkpoints = found
-        kept = await self._thread(sink.adopt, checkpoints) if checkpoints else 0
+        pieces = await self._thread(sink.adopt, found) if found.checkpoints else []
+        kept = sink.size
         if kept == self.total and self.expected is not None and sink.checksum() != self.expected:
             # Every byte is there, and they are not the backup: fetched again from zero, with
             # the retry after a mismatch still in hand.
@@ -578,15 +610,18 @@ class _Download:
         self.resumed_from = kept
         # The checkpoint that vouched for these bytes stays in the journal: should this run
         # die too before its first checkpoint reaches the disk, the next one starts from it.
-        self.journal.checkpoints = [c for c in checkpoints if c.prefix <= kept][-1:]
-        self.ranges = True  # to be shown: a host that ignores Range sends 200, and we restart
-        self.etag = sink.etag = etag
+        self.journal.checkpoints = [c for c in found.checkpoints if c.prefix <= kept][-1:]
+        # Pieces written ahead of the prefix are kept for segments; one stream rewrites them.
+        self.present = pieces
+        self.ranges = sink.resumable = True  # to be shown: a host that ignores Range sends 200
+        self.etag = sink.etag = found.etag
         self.progress.reset(kept)
 
     async def _restart(self, sink: _Sink) -> None:
         await self._thread(sink.restart)
         self.etag = sink.etag = None
         self.resumed_from = 0
+        self.present = []
         self.progress.reset(0)
 
     async def _attempt(self, sink: _Sink) -> None:
@@ -640,6 +675,7 @@ class _Download:
                 await self._restart(sink)
                 offset = 0
             self.ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
+            sink.resumable = self.ranges
             self.etag = sink.etag = resp.headers.get("ETag")
             self._check_length(resp.content_length, self.total)
             if self.total is None and resp.content_length is not None:
@@ -699,7 +735,13 @@ class _Download:
             advance=self.progress.advance,
             run=self._thread,
             connections=self.connections,
+            present=[p for p in self.present if p.start >= sink.size],
+            idle=sink.save_now,
+            idle_every=max(JOURNAL_INTERVAL, 0.05),
         )
+        # The pieces left by an earlier run are used now, or lost with this attempt's failure.
+        self.present = []
+        sink.ahead = segments.ahead
         try:
             async with anyio.create_task_group() as tg:
                 ticking = self._ticker(tg)
@@ -718,7 +760,10 @@ class _Download:
             if isinstance(first, PieceGaveUp):
                 raise self._fail(f"{first} (after {len(segments.history)} piece retries)") from None
             raise first from first.__cause__
+        else:
+            self.resumed_from += segments.reused
         finally:
+            sink.ahead = None
             self.streams = max(self.streams, segments.used)
             if sink.size < self.total:
                 # Bytes written ahead of the hash are dropped: the next attempt asks for them.

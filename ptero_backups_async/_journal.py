@@ -7,6 +7,10 @@ hashed or ``JOURNAL_INTERVAL`` seconds, whichever comes first, and fsynced at mo
 ``JOURNAL_INTERVAL`` seconds; it is removed with the ``.part``. The newest checkpoint that was
 fsynced is always kept among the few.
 
+Segments write pieces ahead of the contiguous prefix; each one written in full is recorded
+too, with the CRC-32 of its bytes, and a later run keeps those whose CRC still matches (the
+whole-file checksum at the end vouches for every byte in any case).
+
 The ``.part`` itself is not fsynced at each checkpoint (that would stall a fast download on
 writeback): after ``kill -9`` or an OOM kill the page cache still holds every byte written,
 and after a power loss the digests tell which prefix reached the disk. A later run re-hashes
@@ -25,6 +29,7 @@ import json
 import logging
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 from attrs import frozen
@@ -34,7 +39,9 @@ __all__ = [
     "JOURNAL_INTERVAL",
     "JOURNAL_SUFFIX",
     "Checkpoint",
+    "Found",
     "Journal",
+    "Piece",
     "ResumeKey",
 ]
 
@@ -48,7 +55,9 @@ JOURNAL_INTERVAL = 2.0
 JOURNAL_BYTES = 16 * 1024 * 1024
 #: Checkpoints kept: after a power loss the newest ones may be ahead of what reached the disk.
 KEEP = 8
-#: A journal is a few hundred bytes; anything much larger is not one of ours.
+#: Pieces ahead of the prefix recorded at most (the lowest first): 8 GiB of 8 MiB pieces.
+MAX_PIECES = 1024
+#: A journal is a few hundred bytes (or a few KiB with pieces); anything larger is not ours.
 MAX_JOURNAL = 64 * 1024
 VERSION = 1
 
@@ -71,7 +80,29 @@ class Checkpoint:
     digest: str
 
 
-def _parse(raw: bytes) -> tuple[ResumeKey, str | None, list[Checkpoint]] | None:
+@frozen
+class Piece:
+    """Bytes ``[start, end)`` of the ``.part``, written ahead of the prefix; their CRC-32."""
+
+    start: int
+    end: int
+    crc: int
+
+
+@frozen
+class Found:
+    """What a journal of this backup says: the ETag, checkpoints and pieces, oldest first."""
+
+    etag: str | None
+    checkpoints: list[Checkpoint]
+    pieces: list[Piece]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse(raw: bytes) -> tuple[ResumeKey, Found] | None:
     try:
         doc: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -84,14 +115,15 @@ def _parse(raw: bytes) -> tuple[ResumeKey, str | None, list[Checkpoint]] | None:
         doc.get("size"),
         doc.get("algorithm"),
     )
-    etag, points = doc.get("etag"), doc.get("checkpoints")
+    etag, points, pieces = doc.get("etag"), doc.get("checkpoints"), doc.get("pieces", [])
     if not (
         isinstance(backup, str)
         and isinstance(algorithm, str)
         and (checksum is None or isinstance(checksum, str))
-        and (size is None or (isinstance(size, int) and not isinstance(size, bool)))
+        and (size is None or _is_int(size))
         and (etag is None or isinstance(etag, str))
         and isinstance(points, list)
+        and isinstance(pieces, list)
     ):
         return None
     checkpoints = []
@@ -106,7 +138,17 @@ def _parse(raw: bytes) -> tuple[ResumeKey, str | None, list[Checkpoint]] | None:
         ):
             return None
         checkpoints.append(Checkpoint(point[0], point[1]))
-    return ResumeKey(backup, checksum, size, algorithm), etag, checkpoints
+    ahead = []
+    for piece in pieces:
+        if not (
+            isinstance(piece, list)
+            and len(piece) == 3
+            and all(map(_is_int, piece))
+            and 0 <= piece[0] < piece[1]
+        ):
+            return None
+        ahead.append(Piece(*piece))
+    return ResumeKey(backup, checksum, size, algorithm), Found(etag, checkpoints, ahead)
 
 
 class Journal:
@@ -119,8 +161,8 @@ class Journal:
         self._durable: Checkpoint | None = None  # the newest that reached the disk
         self._fd: int | None = None
 
-    def load(self) -> tuple[str | None, list[Checkpoint]] | None:
-        """The ETag and checkpoints (oldest first) of a journal for this backup, if any."""
+    def load(self) -> Found | None:
+        """What a journal of this backup left, if there is one."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
@@ -135,16 +177,35 @@ class Journal:
         if parsed is None:
             logger.info("%s: not a journal this version can read; ignored", self.path)
             return None
-        key, etag, checkpoints = parsed
+        key, found = parsed
         if key != self.key:
             logger.info("%s: journal of another backup or version of it; ignored", self.path)
             return None
-        if self.key.size is not None:
-            checkpoints = [c for c in checkpoints if c.prefix <= self.key.size]
-        return etag, sorted(checkpoints, key=lambda c: c.prefix)
+        size = self.key.size
+        return Found(
+            found.etag,
+            sorted(
+                (c for c in found.checkpoints if size is None or c.prefix <= size),
+                key=lambda c: c.prefix,
+            ),
+            sorted(
+                (p for p in found.pieces if size is not None and p.end <= size),
+                key=lambda p: p.start,
+            ),
+        )
 
-    def save(self, checkpoint: Checkpoint, etag: str | None, *, durable: bool = True) -> None:
-        """Record ``checkpoint`` (and the ETag the bytes came with); ``durable``: fsync it."""
+    def save(
+        self,
+        checkpoint: Checkpoint,
+        etag: str | None,
+        *,
+        durable: bool = True,
+        pieces: Sequence[Piece] = (),
+    ) -> None:
+        """Record ``checkpoint`` (and the ETag the bytes came with); ``durable``: fsync it.
+
+        ``pieces``: ranges past the checkpoint that are written in full (by segments).
+        """
         if self.checkpoints and checkpoint.prefix <= self.checkpoints[-1].prefix:
             self.checkpoints = [c for c in self.checkpoints if c.prefix < checkpoint.prefix]
         kept = [*self.checkpoints, checkpoint][-KEEP:]
@@ -159,6 +220,9 @@ class Journal:
             "algorithm": self.key.algorithm,
             "etag": etag,
             "checkpoints": [[c.prefix, c.digest] for c in self.checkpoints],
+            "pieces": [[p.start, p.end, p.crc] for p in pieces if p.start >= checkpoint.prefix][
+                :MAX_PIECES
+            ],
         }
         raw = json.dumps(doc, separators=(",", ":")).encode()
         if self._fd is None:

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import anyio
 import anyio.abc
 
+from ._journal import Piece
 from ._linkget import (
     CONTENT_RANGE,
     _AttemptFailed,
@@ -69,6 +71,10 @@ _DEAD_LINK = frozenset({401, 403})
 _SPENT_LINK = frozenset({404, 410})
 
 
+def _start(piece: Piece) -> int:
+    return piece.start
+
+
 class NoRanges(Exception):
     """The link host did not answer a piece with the range asked for.
 
@@ -86,13 +92,27 @@ class PieceGaveUp(Exception):
 
 
 class _Piece:
-    __slots__ = ("done", "end", "failures", "start")
+    __slots__ = ("crc", "done", "end", "failures", "start")
 
     def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end  # exclusive
         self.done = start  # bytes below this are written (and handed to the hash)
         self.failures = 0
+        self.crc = 0  # of the bytes written so far, for the journal
+
+
+def _gaps(start: int, end: int, present: Sequence[Piece]) -> list[tuple[int, int]]:
+    """The parts of ``[start, end)`` that no piece of ``present`` covers."""
+    gaps = []
+    at = start
+    for piece in sorted(present, key=lambda p: p.start):
+        if piece.start > at:
+            gaps.append((at, min(piece.start, end)))
+        at = max(at, piece.end)
+    if at < end:
+        gaps.append((at, end))
+    return [(a, b) for a, b in gaps if a < b]
 
 
 class _Reorder:
@@ -105,8 +125,12 @@ class _Reorder:
         hash_step: Callable[[list[bytes], int], None],
         read_at: Callable[[int, int], list[bytes]],
         run: Callable[..., Awaitable[object]],
+        idle: Callable[[], None] | None = None,
+        idle_every: float = 2.0,
     ) -> None:
         self.frontier = start
+        self.idle = idle
+        self.idle_every = idle_every
         self.end = end
         self.hash_step = hash_step
         self.read_at = read_at
@@ -131,7 +155,13 @@ class _Reorder:
         while self.frontier < self.end:
             entry = self.ready.pop(self.frontier, None)
             if entry is None:
-                await self._changed.wait()
+                with anyio.move_on_after(self.idle_every) as waiting:
+                    await self._changed.wait()
+                if waiting.cancelled_caught and self.idle is not None:
+                    # The frontier is held up while other pieces arrive: ``idle`` may record
+                    # them (no hash runs meanwhile).
+                    await self.run(self.idle)
+                    continue
                 self._changed = anyio.Event()
                 continue
             size, chunks = entry
@@ -168,6 +198,9 @@ class SegmentedFetch:
         advance: Callable[[int], None],
         run: Callable[..., Awaitable[object]],
         connections: anyio.CapacityLimiter | None,
+        present: Sequence[Piece] = (),
+        idle: Callable[[], None] | None = None,
+        idle_every: float = 2.0,
     ) -> None:
         self.uuid = uuid
         self.url = url
@@ -183,10 +216,19 @@ class SegmentedFetch:
         self.run = run
         self.connections = connections
         self.total = end
+        # Pieces an interrupted run wrote ahead of its prefix are not fetched again: they are
+        # hashed from the file when the frontier reaches them.
+        present = [p for p in present if start <= p.start and p.end <= end]
         self.pending = collections.deque(
-            _Piece(a, min(a + PIECE, end)) for a in range(start, end, PIECE)
+            _Piece(a, min(a + PIECE, b))
+            for a, b in _gaps(start, end, present)
+            for a in range(a, b, PIECE)
         )
-        self.reorder = _Reorder(start, end, hash_step, read_at, run)
+        self.reorder = _Reorder(start, end, hash_step, read_at, run, idle, idle_every)
+        self.written = {p.start: p for p in present}
+        self.reused = sum(p.end - p.start for p in present)
+        for p in present:
+            self.reorder.add(p.start, p.end - p.start, None)
         self.history: list[str] = []
         self.used = 1  # streams that fetched: the first, and each worker once it has a piece
         self._refreshing: anyio.Event | None = None
@@ -348,9 +390,24 @@ class SegmentedFetch:
                 "bytes"
             )
 
+    def ahead(self) -> list[Piece]:
+        """Pieces written in full past the hashed frontier (called from the hash thread)."""
+        frontier = self.reorder.frontier
+        return sorted((p for p in list(self.written.values()) if p.start >= frontier), key=_start)
+
+    def _write(self, batch: list[bytes], offset: int, crc: int) -> int:
+        self.write_at(batch, offset)
+        for chunk in batch:
+            crc = zlib.crc32(chunk, crc)
+        return crc
+
     async def _flush(self, piece: _Piece, batch: list[bytes], size: int) -> None:
         offset = piece.done
         keep = self.reorder.keep(offset, size)
-        await self.run(self.write_at, batch, offset)
+        crc = await self.run(self._write, batch, offset, piece.crc)
+        assert isinstance(crc, int)
+        piece.crc = crc
         piece.done += size
+        if piece.done == piece.end:
+            self.written[piece.start] = Piece(piece.start, piece.end, piece.crc)
         self.reorder.add(offset, size, batch if keep else None)

@@ -19,7 +19,8 @@ import pathlib
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -32,7 +33,7 @@ from ptero_backups_async import (
     PteroClient,
     _download,
 )
-from ptero_backups_async._journal import Checkpoint, Journal, ResumeKey
+from ptero_backups_async._journal import Checkpoint, Journal, Piece, ResumeKey
 from ptero_backups_async._segments import PIECE
 from ptero_backups_async.testing import DownloadFault, FakeBackup, FakePanel, RecordedRequest
 
@@ -82,12 +83,13 @@ def plant(
     part: bytes,
     checkpoints: list[Checkpoint],
     etag: str | None,
+    pieces: Sequence[Piece] = (),
 ) -> None:
     """A ``.part`` and the journal a crashed run would have left beside it."""
     part_of(final).write_bytes(part)
     journal = Journal(final, key)
     for checkpoint in checkpoints:
-        journal.save(checkpoint, etag)
+        journal.save(checkpoint, etag, pieces=pieces)
     written = journal.path.read_bytes()
     journal.remove()  # closes it, and takes it away...
     journal.path.write_bytes(written)  # ...to be left on disk, as a crash leaves it
@@ -278,6 +280,60 @@ async def test_a_resume_fetches_the_rest_in_segments(
     )
     assert {r.status for r in [first, *rest]} == {206}
     assert leftovers(tmp_path) == ["world.tar.gz"]
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+async def test_pieces_written_ahead_of_the_prefix_are_not_fetched_again(
+    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path, damaged: bool
+) -> None:
+    # A segmented run died with the prefix at CUT and two pieces further on written in full.
+    big = os.urandom(5 * PIECE + 999)
+    server = s3.add_server()
+    backup = s3.add_backup(server, content=big)
+    final = tmp_path / "world.tar.gz"
+    ahead = [(2 * PIECE, 3 * PIECE), (4 * PIECE, 5 * PIECE)]
+    part = bytearray(len(big))
+    part[:CUT] = big[:CUT]
+    for a, b in ahead:
+        part[a:b] = big[a:b]
+    if damaged:
+        part[4 * PIECE + 7] ^= 0xFF  # torn after its CRC was recorded
+    pieces = [Piece(a, b, zlib.crc32(big[a:b])) for a, b in ahead]
+    plant(final, key_of(backup, big), bytes(part), [point(CUT, big)], md5_etag(big), pieces)
+    result = await download(s3, s3_client, backup, final, segments=4)
+    assert final.read_bytes() == big
+    assert result.verified
+    asked = [r.headers["range"] for r in await link_log(s3)]
+    assert asked[0] == f"bytes={CUT}-"
+    # No piece that still matches its CRC is asked for; the damaged one is.
+    for a, b in ahead[: 1 if damaged else 2]:
+        assert not any(int(r.removeprefix("bytes=").split("-")[0]) in range(a, b) for r in asked), (
+            asked
+        )
+    if damaged:
+        assert any(r.startswith(f"bytes={4 * PIECE}-") for r in asked), asked
+    kept = CUT + sum(b - a for a, b in ahead[: 1 if damaged else 2])
+    assert result.resumed_from == kept
+    assert leftovers(tmp_path) == ["world.tar.gz"]
+
+
+async def test_one_stream_rewrites_pieces_ahead_and_counts_only_the_prefix(
+    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    big = os.urandom(3 * PIECE + 999)
+    server = s3.add_server()
+    backup = s3.add_backup(server, content=big)
+    final = tmp_path / "world.tar.gz"
+    part = bytearray(len(big))
+    part[:CUT] = big[:CUT]
+    part[2 * PIECE : 3 * PIECE] = big[2 * PIECE : 3 * PIECE]
+    pieces = [Piece(2 * PIECE, 3 * PIECE, zlib.crc32(big[2 * PIECE : 3 * PIECE]))]
+    plant(final, key_of(backup, big), bytes(part), [point(CUT, big)], md5_etag(big), pieces)
+    result = await download(s3, s3_client, backup, final, segments=1)
+    assert final.read_bytes() == big
+    assert (result.verified, result.resumed_from, result.segments) == (True, CUT, 1)
+    (only,) = await link_log(s3)
+    assert only.headers["range"] == f"bytes={CUT}-"
 
 
 async def test_a_journal_that_vouches_for_every_byte_needs_no_request(
@@ -718,3 +774,34 @@ async def test_download_many_refuses_bad_segments_before_anything(
             )
     assert not panel.requests
     assert not list(tmp_path.iterdir())
+
+
+async def test_pieces_that_arrive_while_the_frontier_waits_are_journaled(
+    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The piece right after the first stalls; the others arrive meanwhile. A kill now must not
+    # lose them: the journal records them while the hash waits.
+    monkeypatch.setattr(_download, "JOURNAL_INTERVAL", 0.2)
+    big = os.urandom(5 * PIECE + 999)
+    server = s3.add_server()
+    backup = s3.add_backup(server, content=big)
+    s3.script_download(backup, None, DownloadFault.stall(0, seconds=2))
+    final = tmp_path / "world.tar.gz"
+    recorded: list[list[int]] = []
+
+    async def watch() -> None:
+        while not recorded:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                recorded.extend(json.loads(journal_of(final).read_bytes())["pieces"])
+            await anyio.sleep(0.05)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        result = await download(s3, s3_client, backup, final, segments=4, read_timeout=5)
+    assert result.verified
+    assert final.read_bytes() == big
+    starts = sorted(start for start, _, _ in recorded)
+    assert starts, "no piece was journaled while the frontier waited"
+    assert starts[0] >= 2 * PIECE, recorded
+    for start, end, crc in recorded:
+        assert zlib.crc32(big[start:end]) == crc
