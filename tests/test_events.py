@@ -357,3 +357,42 @@ async def test_a_token_renewal_refused_during_a_restore_keeps_the_socket() -> No
     assert "backup restore completed" in connection.events_sent()
     refused = [r for r in panel.api_requests() if r.path.endswith("/websocket") and r.status == 409]
     assert refused, "the renewal was asked for during the restore, and refused"
+
+
+async def test_an_awaited_restore_with_events_never_polls_the_server(fake: FakePanel) -> None:
+    # The node's event ends the wait: no GET of the server is needed, whatever else the node
+    # says meanwhile (a status change is not the end of a restore).
+    server = fake.add_server()
+    backup = fake.add_backup(server)
+    fake.restore_duration = 2.5
+    async with client_for(fake) as client:
+        b = client.backups(server.identifier)
+
+        async def chatter() -> None:
+            await anyio.sleep(0.5)
+            fake.send_node_frame(server, json.dumps({"event": "status", "args": ["running"]}))
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(chatter)
+                await b.restore(backup.uuid, wait=True)
+    polls = [p for p in api_paths(fake) if p == f"GET /api/client/servers/{server.identifier}"]
+    assert polls == []
+    assert fake.server(server.identifier).status is None
+
+
+async def test_an_awaited_restore_without_events_polls_every_two_seconds_at_first(
+    fake: FakePanel,
+) -> None:
+    server = fake.add_server(permissions=["backup.read", "backup.restore"])  # no websocket
+    backup = fake.add_backup(server)
+    fake.restore_duration = 1.0
+    async with client_for(fake) as client:
+        started = anyio.current_time()
+        with anyio.fail_after(15):
+            await client.backups(server.identifier).restore(backup.uuid, wait=True)
+        took = anyio.current_time() - started
+    polls = [p for p in api_paths(fake) if p == f"GET /api/client/servers/{server.identifier}"]
+    # One look at 2 s finds the restore over (it took 1 s); not a look later than that.
+    assert len(polls) == 1
+    assert 1.9 <= took < 2.9
