@@ -165,6 +165,7 @@ class _Sink:
         self._next = JOURNAL_BYTES  # or by bytes hashed, whichever comes first
         self._sync_due = time.monotonic() + JOURNAL_INTERVAL  # the next fsync of the journal
         self._pending: Checkpoint | None = None
+        self._buffer: bytearray | None = None  # for hash_back
         self._lock = threading.Lock()  # _pending is set by the hash thread, taken by another
         #: Checkpoints only where a resume can use them: the host has shown it honours ranges.
         self.resumable = False
@@ -218,16 +219,25 @@ class _Sink:
         self.fd = fd
         self.identity = (info.st_dev, info.st_ino)
         self.size = self.hashed = kept[0]
-        self._next = self.size + JOURNAL_BYTES
         self.digest = kept[1]
         pieces = []
         for piece in found.pieces:
-            if piece.start >= self.size and piece.end <= info.st_size:
-                crc = 0
-                for block in self.read_at(piece.start, piece.end - piece.start):
-                    crc = zlib.crc32(block, crc)
-                if crc == piece.crc:
-                    pieces.append(piece)
+            if piece.start < self.size or piece.end > info.st_size:
+                continue
+            blocks = self.read_at(piece.start, piece.end - piece.start)
+            crc = 0
+            for block in blocks:
+                crc = zlib.crc32(block, crc)
+            if crc != piece.crc:
+                continue
+            if piece.start == self.size:
+                # Right after the prefix: it joins it (its bytes are at hand for the hash).
+                for block in blocks:
+                    self.digest.update(block)
+                self.size = self.hashed = piece.end
+            else:
+                pieces.append(piece)
+        self._next = self.size + JOURNAL_BYTES
         os.ftruncate(fd, max([self.size, *(p.end for p in pieces)]))
         return pieces
 
@@ -244,6 +254,11 @@ class _Sink:
         for chunk in chunks:
             digest.update(chunk)
         self.hashed += sum(map(len, chunks))
+        self._mark()
+
+    def _mark(self) -> None:
+        """Take a checkpoint of the hash if one is due (on the thread that hashes)."""
+        digest = self.digest
         if self.journal is not None and self.resumable:
             now = time.monotonic()
             if now >= self._due or self.hashed >= self._next:
@@ -309,6 +324,27 @@ class _Sink:
             blocks.append(block)
             offset += len(block)
         return blocks
+
+    def hash_back(self, offset: int, size: int) -> None:
+        """Segments: hash bytes already written, read back from the file (the hash frontier
+        is at ``offset``), through one reused buffer."""
+        assert self.fd is not None
+        if self._buffer is None:
+            self._buffer = bytearray(HASH_BLOCK)
+        view = memoryview(self._buffer)
+        end = offset + size
+        digest = self.digest
+        at = offset
+        while at < end:
+            n = os.preadv(self.fd, [view[: min(HASH_BLOCK, end - at)]], at)
+            if not n:
+                raise OSError(errno.EIO, f"{self.path} is shorter than what was written to it")
+            digest.update(view[:n])
+            at += n
+        self.hashed += size
+        self._mark()
+        self.size = end
+        self.checkpoint(end)
 
     def hash_in_order(self, chunks: list[bytes], upto: int) -> None:
         """Segments: hash the batch that ends at ``upto``; everything below is written."""
@@ -730,7 +766,7 @@ class _Download:
             read_timeout=self.read_timeout,
             min_rate=self.min_rate,
             write_at=sink.write_at,
-            read_at=sink.read_at,
+            hash_back=sink.hash_back,
             hash_step=sink.hash_in_order,
             advance=self.progress.advance,
             run=self._thread,

@@ -14,9 +14,10 @@ everything is hashed from memory as the contiguous prefix grows, and verificatio
 second pass over the file.
 
 A failed piece is retried alone, from where it broke, up to ``max_attempts`` times (a fresh
-link first when the host refused the old one). A host that answers a piece with anything but
-the range asked for (a ``200``: it ignores ranges, or the object changed) ends the segmented
-attempt: ``NoRanges``.
+link first when the host refused the old one). So is a piece answered with something else
+than its range (a ``200``, a wrong ``Content-Range``), once: a second such answer, or a
+``206`` of another ETag, ends the segmented attempt (``NoRanges``) and the download goes on
+as one stream.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import collections
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
 
 import aiohttp
 import anyio
@@ -56,9 +58,9 @@ logger = logging.getLogger("ptero_backups_async")
 #: Bytes one GET asks for: large enough that a request's round trip is small beside it.
 PIECE = 8 * 1024 * 1024
 #: Bytes ahead of the hashed frontier kept in memory for the hash (the reorder window).
-WINDOW = 16 * 1024 * 1024
+WINDOW = 8 * 1024 * 1024
 #: Bytes a worker gathers before one positional write.
-SEG_BATCH = 1024 * 1024
+SEG_BATCH = 512 * 1024
 #: ``segments="auto"``: this many streams, for a rest of at least ``AUTO_MIN_BYTES``.
 AUTO_STREAMS = 8
 AUTO_MIN_BYTES = 64 * 1024 * 1024
@@ -123,7 +125,7 @@ class _Reorder:
         start: int,
         end: int,
         hash_step: Callable[[list[bytes], int], None],
-        read_at: Callable[[int, int], list[bytes]],
+        hash_back: Callable[[int, int], None],
         run: Callable[..., Awaitable[object]],
         idle: Callable[[], None] | None = None,
         idle_every: float = 2.0,
@@ -133,7 +135,7 @@ class _Reorder:
         self.idle_every = idle_every
         self.end = end
         self.hash_step = hash_step
-        self.read_at = read_at
+        self.hash_back = hash_back
         self.run = run
         self.ready: dict[int, tuple[int, list[bytes] | None]] = {}
         self.held = 0
@@ -167,11 +169,10 @@ class _Reorder:
             size, chunks = entry
             if chunks is None:
                 self.read_back += size
-                chunks = await self.run(self.read_at, self.frontier, size)  # type: ignore[assignment]
-                assert chunks is not None
+                await self.run(self.hash_back, self.frontier, size)
             else:
                 self.held -= size
-            await self.run(self.hash_step, chunks, self.frontier + size)
+                await self.run(self.hash_step, chunks, self.frontier + size)
             self.frontier += size
 
 
@@ -193,7 +194,7 @@ class SegmentedFetch:
         read_timeout: float,
         min_rate: float | None,
         write_at: Callable[[list[bytes], int], None],
-        read_at: Callable[[int, int], list[bytes]],
+        hash_back: Callable[[int, int], None],
         hash_step: Callable[[list[bytes], int], None],
         advance: Callable[[int], None],
         run: Callable[..., Awaitable[object]],
@@ -224,12 +225,13 @@ class SegmentedFetch:
             for a, b in _gaps(start, end, present)
             for a in range(a, b, PIECE)
         )
-        self.reorder = _Reorder(start, end, hash_step, read_at, run, idle, idle_every)
+        self.reorder = _Reorder(start, end, hash_step, hash_back, run, idle, idle_every)
         self.written = {p.start: p for p in present}
         self.reused = sum(p.end - p.start for p in present)
         for p in present:
             self.reorder.add(p.start, p.end - p.start, None)
         self.history: list[str] = []
+        self.refusals = 0  # pieces not answered with their range
         self.used = 1  # streams that fetched: the first, and each worker once it has a piece
         self._refreshing: anyio.Event | None = None
 
@@ -310,7 +312,7 @@ class SegmentedFetch:
                     await self._renew(url)
                     raise _AttemptFailed(f"the link host answered {resp.status}; a fresh link")
                 if resp.status == 200:
-                    raise NoRanges(
+                    self._refused(
                         "the link host answered a range with the whole object (200): it "
                         "ignores ranges, or the object changed"
                     )
@@ -323,7 +325,7 @@ class SegmentedFetch:
                     or int(match.group(2)) != piece.end - 1
                     or match.group(3) not in (str(self.total), "*")
                 ):
-                    raise NoRanges(
+                    self._refused(
                         f"206 with Content-Range {resp.headers.get('Content-Range')!r} for "
                         f"bytes {piece.done}-{piece.end - 1}"
                     )
@@ -334,6 +336,18 @@ class SegmentedFetch:
         except (aiohttp.ClientError, TimeoutError) as exc:
             text = _describe(exc, piece.done - piece.start, piece.end - piece.start)
             raise _AttemptFailed(_without_link_secret(text, url)) from exc
+
+    def _refused(self, message: str) -> NoReturn:
+        """A piece was not answered with its range: retried alone once, then no segments.
+
+        One stray answer is a glitch of one request; a second, of any piece, says that this
+        host (or this object, now) does not serve ranges, and retrying every piece
+        ``max_attempts`` times would only delay the fall back to one stream.
+        """
+        self.refusals += 1
+        if self.refusals > 1:
+            raise NoRanges(message)
+        raise _AttemptFailed(message)
 
     async def _renew(self, old: str) -> None:
         """A fresh link for every worker, asked for once however many saw the old one die."""

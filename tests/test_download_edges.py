@@ -666,6 +666,16 @@ async def test_a_min_rate_under_one_byte_a_second_is_a_valid_floor(
     assert result.path.read_bytes() == CONTENT[:10_000]
 
 
+async def test_min_rate_none_is_accepted_and_turns_the_check_off(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    server = panel.add_server()
+    backup = panel.add_backup(server, content=CONTENT[:10_000])
+    result = await client.backups(server.identifier).download(backup.uuid, tmp_path, min_rate=None)
+    assert result.verified
+    assert result.path.read_bytes() == CONTENT[:10_000]
+
+
 async def test_the_archive_gets_ordinary_file_permissions(
     panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
 ) -> None:

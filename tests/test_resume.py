@@ -156,7 +156,9 @@ from ptero_backups_async import PteroClient
 
 async def main():
     async with PteroClient(os.environ["PANEL_URL"], os.environ["PANEL_KEY"]) as client:
-        await client.backups(sys.argv[1]).download(sys.argv[2], sys.argv[3], segments=1)
+        await client.backups(sys.argv[1]).download(
+            sys.argv[2], sys.argv[3], segments=int(sys.argv[4])
+        )
     print("finished", flush=True)
 
 asyncio.run(main())
@@ -174,7 +176,7 @@ async def test_a_killed_download_is_resumed_by_the_next_run(
         backup = panel.add_backup(server, content=big)
         backup.link_factory = host.new_link
         env = {**os.environ, "PANEL_URL": panel.url, "PANEL_KEY": panel.api_key}
-        argv = [sys.executable, "-c", CRASHING_RUN, server.identifier, backup.uuid, str(final)]
+        argv = [sys.executable, "-c", CRASHING_RUN, server.identifier, backup.uuid, str(final), "1"]
         with open(tmp_path / "stderr", "wb") as stderr:
             process = await anyio.open_process(
                 argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
@@ -805,3 +807,50 @@ async def test_pieces_that_arrive_while_the_frontier_waits_are_journaled(
     assert starts[0] >= 2 * PIECE, recorded
     for start, end, crc in recorded:
         assert zlib.crc32(big[start:end]) == crc
+
+
+async def test_a_killed_segmented_download_keeps_its_pieces(
+    panel: FakePanel, client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    big = os.urandom(12 * PIECE + 5)
+    final = tmp_path / "world.tar.gz"
+    # 16 MiB/s per connection, four connections: the pieces after the first arrive together.
+    async with RangeHost(big, rate=16 * MiB) as host:
+        server = panel.add_server()
+        backup = panel.add_backup(server, content=big)
+        backup.link_factory = host.new_link
+        env = {**os.environ, "PANEL_URL": panel.url, "PANEL_KEY": panel.api_key}
+        argv = [sys.executable, "-c", CRASHING_RUN, server.identifier, backup.uuid, str(final), "4"]
+        with open(tmp_path / "stderr", "wb") as stderr:
+            process = await anyio.open_process(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+            )
+        left: dict[str, Any] = {}
+        async with process:
+            try:
+                with anyio.fail_after(20):
+                    while not left.get("pieces"):
+                        await anyio.sleep(0.02)
+                        with contextlib.suppress(OSError, ValueError):
+                            left = json.loads(journal_of(final).read_bytes())
+                process.send_signal(signal.SIGKILL)
+                with anyio.fail_after(5):
+                    await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+        left = json.loads(journal_of(final).read_bytes())
+        prefix = left["checkpoints"][-1][0]
+        ahead = sum(end - start for start, end, _ in left["pieces"])
+        assert ahead > 0
+        host.rate = None
+        host.seen.clear()
+        result = await download(panel, client, backup, final, segments=4)
+    assert result.path.read_bytes() == big
+    assert result.verified
+    assert result.resumed_from == prefix + ahead
+    for start, end, _ in left["pieces"]:
+        assert not any(
+            s.range and start <= int(s.range.removeprefix("bytes=").split("-")[0]) < end
+            for s in host.seen
+        ), (start, end, [s.range for s in host.seen])

@@ -512,17 +512,34 @@ async def test_a_weak_etag_is_never_sent_as_if_range(
     assert sorted(str(s.range) for s in host.ranged) == sorted(pieces(len(CONTENT)))
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [DownloadFault.ignore_range(), DownloadFault.change_etag()],
-    ids=["ignores-range", "object-changed"],
-)
-async def test_a_piece_answered_200_falls_back_to_one_stream_and_verifies(
-    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path, fault: DownloadFault
+async def test_a_piece_answered_200_once_is_retried_alone(
+    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path
 ) -> None:
     server = s3.add_server()
     backup = s3.add_backup(server, content=CONTENT)
-    s3.script_download(backup, None, fault)
+    s3.script_download(backup, None, DownloadFault.ignore_range())
+    with anyio.fail_after(10):
+        result = await s3_client.backups(server.identifier).download(
+            backup.uuid, tmp_path, segments=4
+        )
+    assert result.path.read_bytes() == CONTENT
+    assert (result.verified, result.attempts, result.segments) == (True, 1, 4)
+    log = await link_log(s3)
+    (whole,) = [r for r in log if r.fault is not None]
+    assert whole.status == 200
+    # That piece is asked for again, alone; nothing else twice, and no restart.
+    asked = [r.headers.get("range", "") for r in log]
+    assert sorted(asked) == sorted(["", *pieces(len(CONTENT)), whole.headers["range"]])
+
+
+async def test_an_object_that_changed_sends_the_download_back_to_one_stream(
+    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    # From the second GET on, the object is another version: If-Range gets a 200 for every
+    # piece. A second such answer ends the segments, and the download starts over.
+    server = s3.add_server()
+    backup = s3.add_backup(server, content=CONTENT)
+    s3.script_download(backup, None, DownloadFault.change_etag())
     with anyio.fail_after(10):
         result = await s3_client.backups(server.identifier).download(
             backup.uuid, tmp_path, segments=4
@@ -530,11 +547,6 @@ async def test_a_piece_answered_200_falls_back_to_one_stream_and_verifies(
     assert result.path.read_bytes() == CONTENT
     assert (result.verified, result.attempts) == (True, 2)
     log = await link_log(s3)
-    (whole,) = [r for r in log if r.fault is not None]
-    assert whole.status == 200
-    assert "range" in whole.headers
-    # Once a piece came back whole, the download restarted as one stream: one GET, no Range,
-    # asked after every GET of the segmented attempt.
     after = [r for r in log if r.time > max(x.time for x in log if "range" in x.headers)]
     assert len(after) == 1
     assert "range" not in after[0].headers
@@ -555,12 +567,30 @@ async def test_a_piece_with_a_wrong_content_range_is_never_spliced_in(
         )
     assert result.path.read_bytes() == CONTENT
     assert not result.verified
-    assert result.attempts == 2
+    assert result.attempts == 1
     log = await link_log(s3)
     (shifted,) = [r for r in log if r.fault == "wrong_range"]
     assert shifted.status == 206
-    # The restart is one GET from the start.
-    assert "range" not in log[-1].headers
+    # Its bytes were refused, and its range asked for again, alone.
+    asked = [r.headers.get("range", "") for r in log]
+    assert asked.count(shifted.headers["range"]) == 2
+
+
+async def test_a_host_that_keeps_refusing_ranges_is_left_after_the_second_refusal(
+    s3: FakePanel, s3_client: PteroClient, tmp_path: pathlib.Path
+) -> None:
+    server = s3.add_server()
+    backup = s3.add_backup(server, content=CONTENT)
+    s3.script_download(
+        backup, None, DownloadFault.wrong_content_range(-100), DownloadFault.ignore_range()
+    )
+    with anyio.fail_after(10):
+        result = await s3_client.backups(server.identifier).download(
+            backup.uuid, tmp_path, segments=4
+        )
+    assert result.path.read_bytes() == CONTENT
+    assert (result.verified, result.attempts) == (True, 2)
+    assert "range" not in (await link_log(s3))[-1].headers
 
 
 async def test_a_piece_of_another_etag_is_never_spliced_in(
