@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -137,6 +138,40 @@ async def test_non_bool_flags_are_refused_by_name_before_any_request(
     with pytest.raises(InvalidArgumentError, match=r"is_locked.*1"):
         await backups.create(is_locked=1)  # type: ignore[arg-type]
     assert not panel.api_requests()
+
+
+async def test_bad_options_are_named_as_they_are_spelled(
+    panel: FakePanel, client: PteroClient, tmp_path: Any
+) -> None:
+    # The message names the argument exactly as the caller wrote it, as a whole word.
+    server = panel.add_server()
+    backup = panel.add_backup(server)
+    backups = client.backups(server.identifier)
+    calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("wait", lambda: backups.restore(backup.uuid, wait="yes")),  # type: ignore[arg-type]
+        ("timeout", lambda: backups.restore(backup.uuid, wait=True, timeout=-1)),
+        ("timeout", lambda: backups.wait(backup.uuid, timeout=-1)),
+        ("poll_interval", lambda: backups.wait(backup.uuid, poll_interval=0)),
+        ("read_timeout", lambda: backups.download(backup.uuid, tmp_path, read_timeout=0)),
+        ("min_rate", lambda: backups.download(backup.uuid, tmp_path, min_rate=-1)),
+        ("keep", lambda: backups.prune(keep=-1)),
+    ]
+    for name, call in calls:
+        with pytest.raises(InvalidArgumentError) as info:
+            await call()
+        assert re.search(rf"(?<![\w]){name}(?![\w])", str(info.value)), (name, str(info.value))
+    assert not panel.api_requests()
+
+
+async def test_an_awaited_restore_shorter_than_its_timeout_is_not_given_up(
+    client: PteroClient, panel: FakePanel
+) -> None:
+    server = panel.add_server()
+    backup = panel.add_backup(server)
+    panel.restore_duration = 0.2
+    with anyio.fail_after(10):
+        await client.backups(server.identifier).restore(backup.uuid, wait=True, timeout=0.9)
+    assert panel.server(server.identifier).status is None
 
 
 # ------------------------------------------------------------------ lock and unlock
