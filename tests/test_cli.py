@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
+import ptero_backups_async
 from ptero_backups_async._cli import main
 from ptero_backups_async._cli._units import human_age, human_size
 from ptero_backups_async._segments import PIECE
@@ -133,6 +134,11 @@ async def test_without_rich_the_cli_says_to_install_the_extra(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     assert "ptero-backups-async[cli]" in err
+
+
+async def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"ptero-backups {ptero_backups_async.__version__}\n"
 
 
 async def test_servers_json(env: FakePanel, capsys: pytest.CaptureFixture[str]) -> None:

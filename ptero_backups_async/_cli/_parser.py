@@ -7,6 +7,7 @@ import pathlib
 
 from .._download import DEFAULT_MIN_RATE, MAX_SEGMENTS, Segments
 from .._sansio import check_backup_uuid, check_server_id
+from .._version import __version__
 
 __all__ = ["build_parser"]
 
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
         prog="ptero-backups", description=DESCRIPTION, epilog=EPILOG, parents=[common]
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
