@@ -54,17 +54,20 @@ from ._journal import (
     Piece,
     ResumeKey,
 )
-from ._linkget import CONTENT_RANGE as _CONTENT_RANGE
 from ._linkget import (
     _AttemptFailed,
     _describe,
     _Pace,
     _retry_delay,
-    _visible,
     _without_link_secret,
+    check_length,
+    check_resumed,
+    link_headers,
+    link_timeout,
+    refused,
 )
 from ._models import Backup, BackupState, Checksum, DownloadProgress, DownloadResult
-from ._sansio import backup_uuid, check_int, check_number, parse_retry_after
+from ._sansio import backup_uuid, check_int, check_number
 from ._segments import (
     AUTO_MIN_BYTES,
     AUTO_ONE_STREAM_RATE,
@@ -668,23 +671,15 @@ class _Download:
         # Errors of the panel API (the backup vanished, the key was revoked) propagate as is.
         url = await self.source.download_url(self.backup.uuid)
         offset = sink.size
-        headers = {"Accept-Encoding": "identity"}
-        if offset and self.ranges:
-            headers["Range"] = f"bytes={offset}-"
-            if self.etag and not self.etag.startswith("W/"):
-                # A weak ETag must not go out as If-Range (RFC 9110 13.1.5): a host compares
-                # it strongly and always answers 200. The 206's ETag is compared below.
-                headers["If-Range"] = self.etag
-        elif offset:
+        if offset and not self.ranges:
             await self._restart(sink)
             offset = 0
+        headers = link_headers(offset, etag=self.etag) if offset else link_headers()
         if self.progress.done != offset:
             # A failed attempt counted bytes it never wrote (cut off past the size, too slow).
             self.progress.reset(offset)
         session = self.links()
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.read_timeout, sock_read=self.read_timeout
-        )
+        timeout = link_timeout(self.read_timeout)
         try:
             async with session.get(url, headers=headers, timeout=timeout) as resp:
                 offset = await self._check_response(resp, sink, offset)
@@ -713,33 +708,21 @@ class _Download:
             self.ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
             sink.resumable = self.ranges
             self.etag = sink.etag = resp.headers.get("ETag")
-            self._check_length(resp.content_length, self.total)
+            check_length(resp.content_length, self.total)
             if self.total is None and resp.content_length is not None:
                 self.total = self.progress.total = resp.content_length
             return offset
         if resp.status == 206 and offset:
-            match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
-            start = int(match.group(1)) if match else -1
-            size = match.group(3) if match else None
-            if start != offset or (self.total and size not in (str(self.total), "*")):
-                self.ranges = False
-                raise _AttemptFailed(
-                    f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
-                    f"for a request from byte {offset}"
-                )
-            etag = resp.headers.get("ETag")
-            if self.etag and etag and etag != self.etag:
-                # If-Range should have prevented this: the bytes may be of another object.
-                self.ranges = False
-                raise _AttemptFailed(f"the object changed (ETag {etag}, was {self.etag})")
-            self._check_length(resp.content_length, self.total and self.total - offset)
+            try:
+                check_resumed(resp, offset, self.total, self.etag)
+            except _AttemptFailed:
+                self.ranges = False  # the next attempt starts from zero
+                raise
+            check_length(resp.content_length, self.total and self.total - offset)
             self.progress.reset(offset)
             return offset
         self.ranges = self.ranges and resp.status != 416
-        raise _AttemptFailed(
-            f"the link host answered {resp.status} {_visible(resp.reason or '')}".strip(),
-            parse_retry_after(resp.headers.get("Retry-After")),
-        )
+        raise refused(resp)
 
     def _streams(self, offset: int) -> int:
         """How many ranged streams to fetch the rest with (1: this answer alone)."""
@@ -819,11 +802,6 @@ class _Download:
         if self.progress.callback is not None:
             tg.start_soon(tick)
         return scope
-
-    @staticmethod
-    def _check_length(announced: int | None, expected: int | None) -> None:
-        if announced is not None and expected is not None and announced != expected:
-            raise _AttemptFailed(f"the link host announced {announced} bytes, the panel {expected}")
 
     def _one_stream_keeps_up(self, received: int, started: float) -> bool:
         if self.segments != "auto":

@@ -12,6 +12,7 @@ import time
 import aiohttp
 
 from ._errors import bound_text
+from ._sansio import parse_retry_after
 
 __all__ = [
     "CONTENT_RANGE",
@@ -22,6 +23,11 @@ __all__ = [
     "_retry_delay",
     "_visible",
     "_without_link_secret",
+    "check_length",
+    "check_resumed",
+    "link_headers",
+    "link_timeout",
+    "refused",
 ]
 
 #: The longest pause a link host's Retry-After can impose between attempts.
@@ -98,3 +104,57 @@ def _describe(exc: BaseException, received: int, total: int | None) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return f"the connection broke {where} ({exc})"
     return f"{type(exc).__name__} {where}: {exc}"
+
+
+def link_headers(
+    first: int | None = None, last: int | None = None, etag: str | None = None
+) -> dict[str, str]:
+    """Headers of one GET of a link: the raw bytes, from ``first`` (to ``last``) if given.
+
+    A weak ETag never goes out as ``If-Range`` (RFC 9110 13.1.5): a host compares it strongly
+    and would always answer 200. The ETag of the answer is compared instead (``check_resumed``).
+    """
+    headers = {"Accept-Encoding": "identity"}
+    if first is not None:
+        headers["Range"] = f"bytes={first}-{'' if last is None else last}"
+        if etag and not etag.startswith("W/"):
+            headers["If-Range"] = etag
+    return headers
+
+
+def link_timeout(read_timeout: float) -> aiohttp.ClientTimeout:
+    """No bound on a whole body; ``read_timeout`` to connect and between reads."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=read_timeout, sock_read=read_timeout)
+
+
+def check_length(announced: int | None, expected: int | None) -> None:
+    """The link host's Content-Length must be what the panel announced."""
+    if announced is not None and expected is not None and announced != expected:
+        raise _AttemptFailed(f"the link host announced {announced} bytes, the panel {expected}")
+
+
+def check_resumed(
+    resp: aiohttp.ClientResponse, offset: int, total: int | None, etag: str | None
+) -> None:
+    """A 206 to ``Range: bytes=<offset>-`` must hold exactly the bytes asked for, of the object
+    the earlier bytes came from; raises ``_AttemptFailed`` otherwise."""
+    match = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+    start = int(match.group(1)) if match else -1
+    size = match.group(3) if match else None
+    if start != offset or (total and size not in (str(total), "*")):
+        raise _AttemptFailed(
+            f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
+            f"for a request from byte {offset}"
+        )
+    answered = resp.headers.get("ETag")
+    if etag and answered and answered != etag:
+        # If-Range should have prevented this: the bytes may be of another object.
+        raise _AttemptFailed(f"the object changed (ETag {answered}, was {etag})")
+
+
+def refused(resp: aiohttp.ClientResponse) -> _AttemptFailed:
+    """An answer that carries no body to keep, with the host's ``Retry-After``."""
+    return _AttemptFailed(
+        f"the link host answered {resp.status} {_visible(resp.reason or '')}".strip(),
+        parse_retry_after(resp.headers.get("Retry-After")),
+    )

@@ -40,6 +40,8 @@ from ._linkget import (
     _Pace,
     _retry_delay,
     _without_link_secret,
+    link_headers,
+    link_timeout,
 )
 
 __all__ = [
@@ -294,12 +296,8 @@ class SegmentedFetch:
 
     async def _fetch(self, piece: _Piece) -> None:
         url = self.url
-        headers = {"Accept-Encoding": "identity", "Range": f"bytes={piece.done}-{piece.end - 1}"}
-        if self.etag and not self.etag.startswith("W/"):  # never a weak one (RFC 9110)
-            headers["If-Range"] = self.etag
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.read_timeout, sock_read=self.read_timeout
-        )
+        headers = link_headers(piece.done, piece.end - 1, self.etag)
+        timeout = link_timeout(self.read_timeout)
         try:
             async with self.session.get(url, headers=headers, timeout=timeout) as resp:
                 if resp.status in _SPENT_LINK:

@@ -33,17 +33,20 @@ from ._errors import (
     PteroError,
     bound_text,
 )
-from ._linkget import CONTENT_RANGE as _CONTENT_RANGE
 from ._linkget import (
     _AttemptFailed,
     _describe,
     _Pace,
     _retry_delay,
-    _visible,
     _without_link_secret,
+    check_length,
+    check_resumed,
+    link_headers,
+    link_timeout,
+    refused,
 )
 from ._models import Backup, Checksum
-from ._sansio import backup_uuid, check_int, check_number, parse_retry_after
+from ._sansio import backup_uuid, check_int, check_number
 
 __all__ = ["BackupStream", "open_stream"]
 
@@ -127,15 +130,8 @@ class _Reader:
     async def _attempt(self, url: str) -> AsyncGenerator[bytes, None]:
         """One GET: yields what may be handed on, ends after the last chunk was verified."""
         offset = self.sent
-        headers = {"Accept-Encoding": "identity"}
-        if offset and self.ranges:
-            headers["Range"] = f"bytes={offset}-"
-            if self.etag and not self.etag.startswith("W/"):
-                # A weak ETag must not go out as If-Range (RFC 9110 13.1.5).
-                headers["If-Range"] = self.etag
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.read_timeout, sock_read=self.read_timeout
-        )
+        headers = link_headers(offset, etag=self.etag) if offset and self.ranges else link_headers()
+        timeout = link_timeout(self.read_timeout)
         session = self.links()
         resp: aiohttp.ClientResponse | None = None
         finished = False
@@ -221,32 +217,20 @@ class _Reader:
                     self.backup.uuid,
                     offset,
                 )
-            self._check_length(resp.content_length, self.total)
+            check_length(resp.content_length, self.total)
             if self.total is None and resp.content_length is not None:
                 self.total = resp.content_length
             return 0
         if resp.status == 206 and offset:
-            match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
-            start = int(match.group(1)) if match else -1
-            size = match.group(3) if match else None
-            if start != offset or (self.total and size not in (str(self.total), "*")):
-                self.ranges = False
-                raise _AttemptFailed(
-                    f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
-                    f"for a request from byte {offset}"
-                )
-            self._check_length(resp.content_length, self.total and self.total - offset)
+            try:
+                check_resumed(resp, offset, self.total, self.etag)
+            except _AttemptFailed:
+                self.ranges = False  # the next attempt reads again from the start
+                raise
+            check_length(resp.content_length, self.total and self.total - offset)
             return offset
         self.ranges = self.ranges and resp.status != 416
-        raise _AttemptFailed(
-            f"the link host answered {resp.status} {_visible(resp.reason or '')}".strip(),
-            parse_retry_after(resp.headers.get("Retry-After")),
-        )
-
-    @staticmethod
-    def _check_length(announced: int | None, expected: int | None) -> None:
-        if announced is not None and expected is not None and announced != expected:
-            raise _AttemptFailed(f"the link host announced {announced} bytes, the panel {expected}")
+        raise refused(resp)
 
     def _check_same_start(self, again: hashlib._Hash) -> None:
         if again.digest() != self.digest.digest():

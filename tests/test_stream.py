@@ -38,6 +38,7 @@ from ptero_backups_async import (
 )
 from ptero_backups_async.testing import DownloadFault, FakePanel, RecordedRequest
 
+from ._rangehost import Fault, RangeHost, Seen
 from .conftest import register_key
 
 pytestmark = pytest.mark.anyio
@@ -897,3 +898,35 @@ async def test_a_stream_is_copied_into_s3_with_a_multipart_upload(
     assert len(parts) == 3
     assert stored == content
     assert s3_panel.link_requests()[1].headers["range"].startswith("bytes=")
+
+
+async def test_a_resumed_answer_of_another_etag_is_never_handed_on(
+    panel: FakePanel, client: PteroClient
+) -> None:
+    # The object is replaced after the first bytes went out, by a host that ignores If-Range:
+    # its 206 carries the new ETag, and none of its bytes may reach the consumer.
+    replacement = os.urandom(len(CONTENT))
+    async with RangeHost(CONTENT, if_range=False, rate=4 * 1024 * 1024) as host:
+
+        def drop_first_then_replace(seen: Seen) -> Fault | None:
+            if seen.range is None:
+                return Fault(drop_after=1024 * 1024)
+            if host.body is CONTENT:
+                host.replace(replacement)
+            return None
+
+        host.fault = drop_first_then_replace
+        server = panel.add_server()
+        backup = panel.add_backup(server, content=CONTENT)
+        backup.link_factory = host.new_link
+        got = bytearray()
+
+        async def consume() -> None:
+            async with client.backups(server.identifier).stream(backup.uuid) as body:
+                async for chunk in body:
+                    got.extend(chunk)
+
+        with anyio.fail_after(20), pytest.raises(DownloadError) as info:
+            await consume()
+    assert any("the object changed" in entry for entry in info.value.history)
+    assert bytes(got) == CONTENT[: len(got)], "only bytes of the first object went out"
