@@ -86,8 +86,20 @@ class _Tracker:
 class BackupsResource:
     """The backups of one server: ``client.backups("d3aac109")``.
 
-    Built from the two things it uses, given once: the panel's API (``request``, ``decode``,
-    ``call``) and the session for signed links, which only downloads touch.
+    Made by ``PteroClient.backups()``, cheaply: it holds no connection of its own. Built from
+    what it uses, given once: the panel's API (``request``, ``decode``, ``call``), the session
+    for signed links, which only downloads touch, and the server's shared websocket, which
+    ``wait()`` and ``restore(wait=True)`` listen to. Every method that takes
+    ``backup_or_uuid`` accepts a ``Backup`` or its UUID string.
+
+    Args:
+        api: The client's panel API.
+        server: The server's 8-character short id or UUID (kept as ``server``).
+        links: Returns the session for signed download links.
+        hub: Returns the server's shared websocket.
+
+    Raises:
+        InvalidArgumentError: ``server`` is neither a short id nor a UUID.
     """
 
     def __init__(
@@ -102,6 +114,7 @@ class BackupsResource:
         self._links = links
         self._hub = hub
         self.server = check_server_id(server)
+        """The server's short id or UUID, as given."""
 
     def __repr__(self) -> str:
         return f"<BackupsResource server={self.server!r}>"
@@ -117,14 +130,46 @@ class BackupsResource:
             self._api.decode(response, self._api.converter.backup)
 
     async def list_page(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> Page[Backup]:
-        """One page of this server's backups (``per_page`` is clamped to 50)."""
+        """One page of this server's backups (``per_page`` is clamped to 50).
+
+        Args:
+            page: The page number, from 1.
+            per_page: Backups per page; more than 50 (the panels' cap) is asked as 50.
+
+        Returns:
+            The page, with the panel's pagination figures.
+
+        Raises:
+            InvalidArgumentError: ``page`` or ``per_page`` is not a positive integer.
+            NotFoundError: No such server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         params = {"page": check_page(page), "per_page": clamp_per_page(per_page)}
         return await self._api.call(
             "GET", self._path(), self._api.converter.backup_page, params=params
         )
 
     def list(self, *, per_page: int = MAX_PER_PAGE) -> AsyncIterator[Backup]:
-        """Every backup of the server, fetched page by page as you iterate."""
+        """Every backup of the server, fetched page by page as you iterate.
+
+        Iteration ends at the first page that brings nothing new, whatever the panel says of
+        its page count. The panel's order is kept (oldest first in practice): sort where
+        order matters.
+
+        Args:
+            per_page: Backups per request; more than 50 (the panels' cap) is asked as 50.
+
+        Returns:
+            An async iterator of the backups. The errors of ``list_page()`` are raised from
+            the iteration.
+
+        Raises:
+            InvalidArgumentError: ``per_page`` is not a positive integer.
+        """
         per_page = clamp_per_page(per_page)
         return iterate_pages(
             lambda page: self.list_page(page, per_page),
@@ -133,7 +178,23 @@ class BackupsResource:
         )
 
     async def get(self, backup_or_uuid: Backup | str) -> Backup:
-        """The backup as the panel sees it now."""
+        """The backup as the panel sees it now.
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+
+        Returns:
+            The backup's current record.
+
+        Raises:
+            InvalidArgumentError: ``backup_or_uuid`` is not a backup UUID (before any request).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         path = self._path(backup_uuid(backup_or_uuid))
         return await self._api.call("GET", path, self._api.converter.backup)
 
@@ -147,8 +208,38 @@ class BackupsResource:
     ) -> Backup:
         """Start a backup; returns it while it is still being created (see ``wait``).
 
-        ``rotate=True``: when the server is at its backup limit, delete the oldest unlocked
-        successful backup and try once more (the panel never rotates through the API).
+        The request is never sent twice, so a backup is never created twice: it is retried
+        only on 429 and when the connection was refused before anything was sent.
+
+        Args:
+            name: The backup's name (at most 255 characters; Pterodactyl takes 191); None
+                lets the panel name it.
+            ignored: Paths to leave out: a list of patterns, or one ``"\\n"``-separated
+                string.
+            is_locked: Create it locked against deletion (the panel ignores it when the key
+                lacks ``backup.delete``).
+            rotate: When the server is at its backup limit, delete the oldest unlocked
+                successful backup and try once more (the panel never rotates through the
+                API).
+
+        Returns:
+            The new backup, still being created.
+
+        Raises:
+            InvalidArgumentError: A bad ``name``, ``ignored`` pattern or ``is_locked``
+                (before any request).
+            TooManyBackupsError: The server is at its backup limit (or backups are off), and
+                ``rotate`` is False or nothing can be rotated.
+            RateLimitError: The server's creation throttle (2 backups per 10 minutes on real
+                panels) asked for a wait longer than ``max_retry_after``, or outlasted the
+                retries.
+            ConflictError: The server is restoring, installing, suspended or transferring.
+            NotFoundError: No such server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
         """
         body: dict[str, Any] = {}
         if name is not None:
@@ -196,8 +287,25 @@ class BackupsResource:
 
         Locked backups are never touched (and do not count towards ``keep``); failed ones are
         deleted; ones still being created are left alone; an entry whose UUID is not a UUID is
-        logged and left alone. Returns what was deleted (or, with ``dry_run=True``, what would
-        be), oldest first.
+        logged and left alone. A backup that is already gone when its turn comes counts as
+        deleted.
+
+        Args:
+            keep: How many of the newest unlocked successful backups to keep (0: none).
+            dry_run: Only say what would be deleted; delete nothing.
+
+        Returns:
+            What was deleted (or, with ``dry_run=True``, what would be), oldest first.
+
+        Raises:
+            InvalidArgumentError: ``keep`` is not an integer ≥ 0.
+            BackupLockedError: A backup was locked between the listing and its deletion.
+            NotFoundError: No such server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
         """
         check_int("keep", keep, minimum=0)
         backups = await self._usable()
@@ -234,7 +342,31 @@ class BackupsResource:
         socket that keeps failing) it polls instead, saying so at INFO. ``via="events"``
         raises ``EventsUnavailableError`` there; ``via="poll"`` only polls: every
         ``poll_interval``, backing off gently to 30 s. Polls keep going through 409 (a
-        restore in progress). ``WaitTimeoutError`` after ``timeout`` seconds.
+        restore in progress).
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+            timeout: Seconds to wait in all.
+            poll_interval: Seconds between polls at first, when polling.
+            via: ``"auto"`` (events where the key may use them, else polling), ``"events"``
+                (events only) or ``"poll"`` (polling only).
+
+        Returns:
+            The completed backup, as the panel reports it.
+
+        Raises:
+            InvalidArgumentError: A bad ``backup_or_uuid``, ``timeout``, ``poll_interval`` or
+                ``via`` (before any request).
+            BackupFailedError: The backup failed on the node.
+            WaitTimeoutError: The backup did not finish within ``timeout`` seconds (also a
+                ``TimeoutError``).
+            EventsUnavailableError: With ``via="events"``, the node's events cannot be had.
+            NotFoundError: The backup does not exist, or disappeared while awaited.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
         """
         uuid = backup_uuid(backup_or_uuid).lower()
         if via not in ("auto", "events", "poll"):
@@ -313,7 +445,27 @@ class BackupsResource:
             interval = min(max(poll_interval, 30.0), interval * 1.5)
 
     async def download_url(self, backup_or_uuid: Backup | str) -> str:
-        """A signed link to the archive: short-lived and, on Wings, single-use."""
+        """A signed link to the archive: short-lived and, on Wings, single-use.
+
+        ``download()`` and ``stream()`` ask for a fresh link per attempt themselves; this is
+        for handing the link on. The panel hands out links for unfinished backups too.
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+
+        Returns:
+            The link's URL (Wings: 15 minutes, one GET, no ``Range``; S3: 5 minutes,
+            ``Range``).
+
+        Raises:
+            InvalidArgumentError: ``backup_or_uuid`` is not a backup UUID (before any request).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         path = self._path(backup_uuid(backup_or_uuid), "download")
         return await self._api.call("GET", path, self._api.converter.signed_url)
 
@@ -360,6 +512,43 @@ class BackupsResource:
         A run that is killed (``kill -9``, a reboot) leaves ``<final>.part`` and
         ``<final>.journal``; the next download to the same path re-hashes what the journal
         vouches for and resumes with ``Range`` (``resumed_from`` in the result).
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+            dest: An existing directory, or a path ending in a separator (created with its
+                parents), which receives ``<uuid>.tar.gz``; anything else is the file path.
+            verify: Check the bytes against the backup's checksum; False downloads a backup
+                without a usable checksum, unchecked (``verified`` is then False).
+            overwrite: Replace an existing file at the destination that does not match.
+            progress: Called from the event loop with a ``DownloadProgress`` as bytes arrive.
+            read_timeout: Seconds the link host may stay silent before the attempt counts as
+                stalled; also the window ``min_rate`` is measured over.
+            max_attempts: GETs of a fresh link in all, retries included.
+            min_rate: Bytes per second an attempt must average over ``read_timeout``
+                seconds; None turns the check off.
+            segments: ``"auto"`` or the most ranged streams at once, 1 to 32.
+            connections: A connection budget shared with other downloads, or None.
+
+        Returns:
+            Where the file is, what it hashes to, and how it was fetched.
+
+        Raises:
+            InvalidArgumentError: A bad ``backup_or_uuid``, ``dest``, ``segments``,
+                ``read_timeout``, ``max_attempts`` or ``min_rate`` (before any request).
+            BackupNotCompletedError: The backup is still being created.
+            BackupFailedError: The backup failed and has no archive.
+            DestinationExistsError: Another file is at the destination (also a
+                ``FileExistsError``) and ``overwrite`` is False.
+            ChecksumMismatchError: The bytes did not match the checksum, twice.
+            DownloadError: The backup has no checksum to verify (with ``verify=True``), the
+                destination cannot be written, or every attempt failed; ``history`` says
+                what happened on each.
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
         """
         return await download_backup(
             self,
@@ -395,6 +584,35 @@ class BackupsResource:
         A fresh link is fetched transparently while nothing has been yielded; after that, the
         stream resumes with ``Range`` where the link host honours it, and otherwise reads the
         archive again from the start, hashing and skipping what was already yielded.
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+            verify: Check the hash as the bytes pass; False still checks the length.
+            read_timeout: Seconds the link host may stay silent before the attempt counts as
+                stalled; also the window ``min_rate`` is measured over. Time spent by the
+                consumer on a chunk does not count.
+            max_attempts: GETs of a fresh link in all, retries included.
+            min_rate: Bytes per second an attempt must average over ``read_timeout``
+                seconds; None turns the check off.
+
+        Returns:
+            An async context manager: entering it looks the backup up and yields a
+            ``BackupStream``; leaving it closes the connection. The stream's own errors are
+            raised from its iteration (see ``BackupStream``).
+
+        Raises:
+            InvalidArgumentError: A bad ``backup_or_uuid``, ``read_timeout``,
+                ``max_attempts`` or ``min_rate``, on entering.
+            BackupNotCompletedError: On entering: the backup is still being created.
+            BackupFailedError: On entering: the backup failed and has no archive.
+            DownloadError: On entering: the backup has no checksum to verify (with
+                ``verify=True``).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
         """
         return open_stream(
             self,
@@ -407,7 +625,21 @@ class BackupsResource:
         )
 
     async def delete(self, backup_or_uuid: Backup | str) -> None:
-        """Delete the backup for good (``BackupLockedError`` if it is locked)."""
+        """Delete the backup for good (``BackupLockedError`` if it is locked).
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+
+        Raises:
+            InvalidArgumentError: ``backup_or_uuid`` is not a backup UUID (before any request).
+            BackupLockedError: The backup is locked (``unlock()`` it first).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         await self._call_without_answer("DELETE", self._path(backup_uuid(backup_or_uuid)))
 
     async def restore(
@@ -424,8 +656,32 @@ class BackupsResource:
         completed``, or when the server's ``status`` leaves ``restoring_backup`` (polled every
         few seconds when events cannot be had, as on Pelican, which closes sockets while it
         restores, and slowly otherwise). The websocket token is fetched before the restore
-        starts, since the panel refuses it (409) during one. ``WaitTimeoutError`` after
-        ``timeout`` seconds.
+        starts, since the panel refuses it (409) during one.
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+            truncate: Delete all of the server's files before restoring; False (the panels'
+                own default) writes the backup's files over the current ones and deletes
+                nothing. Always sent explicitly.
+            wait: Return only once the restore finished.
+            timeout: With ``wait=True``, seconds to wait in all.
+
+        Raises:
+            InvalidArgumentError: A bad ``backup_or_uuid``, ``truncate``, ``wait`` or
+                ``timeout`` (before any request).
+            WaitTimeoutError: With ``wait=True``, the restore did not finish within
+                ``timeout`` seconds.
+            BadRequestError: The panel refused the restore (a backup still being created).
+            ConflictError: The server is busy (another restore, an install, a transfer).
+            RateLimitError: The server's restore throttle (3 per 15 minutes on Pelican and
+                Pterodactyl 1.12) asked for a wait longer than ``max_retry_after``, or
+                outlasted the retries.
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
         """
         if not isinstance(truncate, bool):
             raise InvalidArgumentError(f"truncate must be a bool, not {truncate!r}")
@@ -485,7 +741,23 @@ class BackupsResource:
         return server.status == "restoring_backup"
 
     async def toggle_lock(self, backup_or_uuid: Backup | str) -> Backup:
-        """Flip the lock and return the backup (real panels answer it; others are asked)."""
+        """Flip the lock and return the backup (real panels answer it; others are asked).
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+
+        Returns:
+            The backup with its new lock state.
+
+        Raises:
+            InvalidArgumentError: ``backup_or_uuid`` is not a backup UUID (before any request).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         uuid = backup_uuid(backup_or_uuid)
         response = await self._api.request("POST", self._path(uuid, "lock"), has_body=False)
         if response.status == 204 or not response.body.strip():
@@ -509,15 +781,71 @@ class BackupsResource:
         )
 
     async def lock(self, backup_or_uuid: Backup | str) -> Backup:
-        """Make sure the backup is locked (idempotent)."""
+        """Make sure the backup is locked (idempotent).
+
+        The panel only toggles: the backup is read first, and toggled only if needed.
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+
+        Returns:
+            The backup, locked.
+
+        Raises:
+            InvalidArgumentError: ``backup_or_uuid`` is not a backup UUID (before any request).
+            PteroError: The lock kept changing under it (someone else toggling it too).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         return await self._set_lock(backup_or_uuid, True)
 
     async def unlock(self, backup_or_uuid: Backup | str) -> Backup:
-        """Make sure the backup is unlocked (idempotent)."""
+        """Make sure the backup is unlocked (idempotent).
+
+        The panel only toggles: the backup is read first, and toggled only if needed.
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+
+        Returns:
+            The backup, unlocked.
+
+        Raises:
+            InvalidArgumentError: ``backup_or_uuid`` is not a backup UUID (before any request).
+            PteroError: The lock kept changing under it (someone else toggling it too).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         return await self._set_lock(backup_or_uuid, False)
 
     async def rename(self, backup_or_uuid: Backup | str, name: str) -> Backup:
-        """Rename the backup (Pelican); ``UnsupportedOperationError`` on panels without it."""
+        """Rename the backup (Pelican); ``UnsupportedOperationError`` on panels without it.
+
+        Args:
+            backup_or_uuid: The backup, or its UUID.
+            name: The new name, at most 255 characters.
+
+        Returns:
+            The renamed backup.
+
+        Raises:
+            InvalidArgumentError: A bad ``backup_or_uuid`` or ``name`` (before any request).
+            UnsupportedOperationError: The panel has no rename route (Pterodactyl).
+            NotFoundError: No such backup on this server, or the key cannot see it.
+            APIStatusError: Another refusal of the panel (401, 403, 409, 429, 5xx…), after the
+                retries that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         uuid = backup_uuid(backup_or_uuid)
         body = {"name": check_name(name)}
         try:

@@ -47,12 +47,40 @@ logger = logging.getLogger("ptero_backups_async")
 class PteroClient:
     """An asyncio client for the backup endpoints of a Pterodactyl or Pelican panel.
 
-    Use it as ``async with PteroClient(url, key) as client:``, or call ``aclose()``. A
-    ``session`` passed in is used as is and never closed by the client. ``transport`` replaces
-    the aiohttp transport of API calls with another ``Transport`` (recording, replaying, a fake
-    clock); the client closes it. Signed download links always go through a separate aiohttp
-    session of the client's own. ``node_timeout`` bounds how long the node's websocket may
-    take from the token request to ``auth success``.
+    Use it as ``async with PteroClient(url, key) as client:``, or call ``aclose()``. Signed
+    download links always go through a separate aiohttp session of the client's own, so the
+    panel's headers and cookies never reach a link host. The key shows masked (``ptlc_…`` and
+    its last 4 characters at most) in ``repr(client)``, log lines and error messages, never
+    whole. A plain ``http://`` URL to another host than loopback is logged as a warning.
+
+    Args:
+        panel_url: The panel's URL (``"https://panel.example.com"``), with its path prefix if
+            it has one.
+        api_key: A client API key (``ptlc_…`` on Pterodactyl, ``pacc_…`` on Pelican).
+        session: An aiohttp session of the caller's for API calls: used as is and never
+            closed by the client. Not together with ``transport``.
+        timeout: Seconds one attempt of an API call may take (connect and read). Downloads
+            have their own ``read_timeout``.
+        max_retries: Retries after the first attempt, for retryable failures.
+        max_concurrency: API requests in flight at once.
+        max_retry_after: The longest ``Retry-After`` the client waits out, in seconds; a
+            longer one raises ``RateLimitError`` at once.
+        ssl: Certificate verification: True, False, or an ``ssl.SSLContext`` (a private CA).
+            It applies to download links and the node's websocket too.
+        transport: Replaces the aiohttp transport of API calls with another ``Transport``
+            (recording, replaying, a fake clock); the client closes it. Not together with
+            ``session``.
+        node_timeout: How long the node's websocket may take from the token request to
+            ``auth success``, in seconds.
+        rate_limit_window: The length in seconds of the panel's rate-limit window (a minute
+            on Pterodactyl and Pelican): when ``X-RateLimit-Remaining`` falls below half of
+            the limit, requests are spread over what is left of it, so that several clients
+            of one user share the limit without a 429.
+
+    Raises:
+        InvalidArgumentError: A bad ``panel_url``, ``api_key`` (never echoed) or number, a
+            ``transport`` that is not a ``Transport``, or a ``session`` and a ``transport``
+            together.
     """
 
     def __init__(
@@ -68,8 +96,10 @@ class PteroClient:
         ssl: SSLOption = True,
         transport: Transport | None = None,
         node_timeout: float = 15.0,
+        rate_limit_window: float = 60.0,
     ) -> None:
         self.panel_url = normalize_panel_url(panel_url)
+        """The panel's base URL: no trailing slash, its path prefix kept."""
         api_key = check_api_key(api_key)
         check_int("max_retries", max_retries, minimum=0)
         check_int("max_concurrency", max_concurrency, minimum=1)
@@ -91,6 +121,7 @@ class PteroClient:
             timeout=check_number("timeout", timeout),
             policy=policy,
             max_concurrency=max_concurrency,
+            rate_window=check_number("rate_limit_window", rate_limit_window),
         )
         self._links: aiohttp.ClientSession | None = None
         self._hubs: dict[str, NodeHub] = {}
@@ -143,11 +174,27 @@ class PteroClient:
 
     @property
     def rate_limit(self) -> RateLimit | None:
-        """The panel's rate limit as of the last answer, or None before any."""
+        """The panel's rate limit as of the last answer, or None before any.
+
+        From the ``X-RateLimit-*`` headers; when ``remaining`` runs low the client spaces out
+        its next requests instead of walking into a 429.
+        """
         return self._api.rate_limit
 
     def backups(self, server: str) -> BackupsResource:
-        """The backups of one server (its 8-character short id or its UUID)."""
+        """The backups of one server (its 8-character short id or its UUID).
+
+        Cheap: no request is made until a method of the resource is called.
+
+        Args:
+            server: The server's 8-character short id (``"d3aac109"``) or its UUID.
+
+        Returns:
+            The server's backups.
+
+        Raises:
+            InvalidArgumentError: ``server`` is neither a short id nor a UUID.
+        """
         resource = BackupsResource(
             self._api, server, links=self._link_session, hub=lambda: self._hub(resource.server)
         )
@@ -179,6 +226,16 @@ class PteroClient:
         reader buffers up to ``MAX_QUEUE`` events; past that the oldest are dropped and
         counted in ``events.dropped``. Iteration raises ``EventsUnavailableError`` when the
         node's events cannot be had.
+
+        Args:
+            server: The server's 8-character short id or its UUID.
+
+        Returns:
+            An async context manager whose value is the ``EventStream``.
+
+        Raises:
+            InvalidArgumentError: ``server`` is neither a short id nor a UUID.
+            PteroError: The client is closed.
         """
         hub = self._hub(check_server_id(server))
         sub = await hub.subscribe()
@@ -195,12 +252,36 @@ class PteroClient:
                 await sub.aclose()
 
     async def servers_page(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> Page[Server]:
-        """One page of the servers this key can see."""
+        """One page of the servers this key can see.
+
+        Args:
+            page: The page number, from 1.
+            per_page: Servers per page; more than 50 (the panels' cap) is asked as 50.
+
+        Returns:
+            The page, with the panel's pagination figures.
+
+        Raises:
+            InvalidArgumentError: ``page`` or ``per_page`` is not a positive integer.
+            APIStatusError: A refusal of the panel (401, 403, 429, 5xx…), after the retries
+                that apply.
+            APIConnectionError: The panel could not be reached or did not answer in time
+                (``APITimeoutError``).
+            ResponseValidationError: The panel answered something that is not its API.
+        """
         params = {"page": check_page(page), "per_page": clamp_per_page(per_page)}
         return await self._api.call("GET", "", self._api.converter.server_page, params=params)
 
     def servers(self) -> AsyncIterator[Server]:
-        """Every server this key can see, fetched page by page as you iterate."""
+        """Every server this key can see, fetched page by page as you iterate.
+
+        Iteration ends at the first page that brings nothing new, whatever the panel says of
+        its page count.
+
+        Returns:
+            An async iterator of the servers. The errors of ``servers_page()`` are raised
+            from the iteration.
+        """
         return iterate_pages(self.servers_page, lambda s: s.uuid, what="the servers")
 
     async def download_many(
@@ -228,6 +309,32 @@ class PteroClient:
         Cancelling the call cancels every download (and leaves no ``.part`` behind).
         ``concurrency`` counts connections to link hosts: files and the extra ranged streams
         of ``segments`` share it, files first.
+
+        Args:
+            targets: ``(server, backup)`` pairs, or ``(server, backup, dest)`` triples; a
+                backup is a ``Backup`` or its UUID.
+            dest_dir: Where targets without their own destination go (created with its
+                parents).
+            concurrency: Connections to link hosts at once, ranged streams included.
+            verify: Check each file against its backup's checksum.
+            overwrite: Replace existing files that do not match.
+            progress: Called from the event loop with a ``DownloadProgress`` for each file as
+                bytes arrive.
+            read_timeout: Seconds a link host may stay silent before an attempt counts as
+                stalled; also the window ``min_rate`` is measured over.
+            max_attempts: GETs of a fresh link per file, retries included.
+            min_rate: Bytes per second an attempt must average over ``read_timeout``
+                seconds; None turns the check off.
+            segments: ``"auto"`` or the most ranged streams per file, 1 to 32.
+
+        Returns:
+            One ``DownloadOutcome`` per target, in the order of ``targets``: a result, or the
+            error (a ``PteroError``) that stopped that download.
+
+        Raises:
+            InvalidArgumentError: A target that is not a pair or a triple, a bad server id or
+                backup UUID, a bad ``concurrency`` or ``segments`` (before any download).
+            DownloadError: ``dest_dir`` cannot be created.
         """
         check_int("concurrency", concurrency, minimum=1)
         check_segments(segments)
@@ -241,41 +348,50 @@ class PteroClient:
         limiter = anyio.CapacityLimiter(concurrency)
 
         async def one(
-            index: int, resource: BackupsResource, uuid: str, backup: Backup | str, dest: PathLike
-        ) -> None:
+            resource: BackupsResource, uuid: str, backup: Backup | str, dest: PathLike
+        ) -> DownloadOutcome:
             error: PteroError
+            try:
+                result = await resource.download(
+                    backup,
+                    dest,
+                    verify=verify,
+                    overwrite=overwrite,
+                    progress=progress,
+                    read_timeout=read_timeout,
+                    max_attempts=max_attempts,
+                    min_rate=min_rate,
+                    segments=segments,
+                    connections=limiter,
+                )
+            except PteroError as exc:
+                error = exc
+            except Exception as exc:  # a download must not take the others down
+                error = DownloadError(f"download of backup {uuid} failed: {exc!r}")
+                error.__cause__ = exc
+            else:
+                return DownloadOutcome(resource.server, uuid, result=result)
+            return DownloadOutcome(resource.server, uuid, error=error)
+
+        queue = iter(enumerate(plan))
+
+        async def worker() -> None:
+            # A worker keeps its connection token from one file to the next, so files go
+            # before the extra streams of segments, which wait for a free token; it lets it go
+            # when the list is done. Workers, not a task per file: memory stays flat however
+            # many targets there are.
             async with limiter:
-                try:
-                    result = await resource.download(
-                        backup,
-                        dest,
-                        verify=verify,
-                        overwrite=overwrite,
-                        progress=progress,
-                        read_timeout=read_timeout,
-                        max_attempts=max_attempts,
-                        min_rate=min_rate,
-                        segments=segments,
-                        connections=limiter,
-                    )
-                except PteroError as exc:
-                    error = exc
-                except Exception as exc:  # a download must not take the others down
-                    error = DownloadError(f"download of backup {uuid} failed: {exc!r}")
-                    error.__cause__ = exc
-                else:
-                    outcomes[index] = DownloadOutcome(resource.server, uuid, result=result)
-                    return
-            outcomes[index] = DownloadOutcome(resource.server, uuid, error=error)
+                for index, (resource, uuid, backup, dest) in queue:
+                    outcomes[index] = await one(resource, uuid, backup, dest)
 
         async with anyio.create_task_group() as tg:
-            for index, (resource, uuid, backup, dest) in enumerate(plan):
-                tg.start_soon(one, index, resource, uuid, backup, dest)
+            for _ in range(min(concurrency, len(plan))):
+                tg.start_soon(worker)
         return [outcome for outcome in outcomes if outcome is not None]
 
     @property
     def transport(self) -> Transport:
-        """The transport of API calls."""
+        """The transport of API calls: the one given to the constructor, or the aiohttp one."""
         return self._api.transport
 
     def _plan_target(

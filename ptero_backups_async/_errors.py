@@ -107,7 +107,12 @@ def bound_text(text: str, limit: int) -> str:
 
 
 class PteroError(Exception):
-    """Base class of every error the SDK raises."""
+    """Base class of every error the SDK raises.
+
+    Args:
+        message: What went wrong; cut to ``MAX_MESSAGE`` (4,096) characters, its start and
+            end kept.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__()
@@ -115,7 +120,7 @@ class PteroError(Exception):
 
     @property
     def message(self) -> str:
-        """What went wrong, in at most ``MAX_MESSAGE`` characters."""
+        """What went wrong, in at most ``MAX_MESSAGE`` (4,096) characters."""
         return self._message
 
     @message.setter
@@ -142,7 +147,21 @@ class APITimeoutError(APIConnectionError, TimeoutError):
 
 
 class APIStatusError(PteroError):
-    """The panel answered with a non-2xx status."""
+    """The panel answered with a non-2xx status.
+
+    The class is chosen by the status first, then refined by the panel's ``code``; each
+    argument is kept as the attribute of the same name.
+
+    Args:
+        message: What was asked and what the panel said, the API key masked.
+        status: The HTTP status.
+        code: The panel's structured error code (``"TooManyBackupsException"``…), if any.
+        detail: The panel's explanation, if any.
+        errors: Every entry of the panel's ``errors`` list.
+        method: The request's method.
+        url: The request's URL.
+        headers: The answer's headers.
+    """
 
     def __init__(
         self,
@@ -199,7 +218,16 @@ class UnprocessableEntityError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: rate limited; ``retry_after`` says how long the panel asked to wait (seconds)."""
+    """429: rate limited; ``retry_after`` says how long the panel asked to wait (seconds).
+
+    Raised after the retries, or at once when the panel asks for a wait longer than the
+    client's ``max_retry_after``.
+
+    Args:
+        message: What was asked and what the panel said.
+        retry_after: The panel's ``Retry-After``, in seconds, or None when it sent none.
+        **kwargs: The arguments of ``APIStatusError``.
+    """
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -215,7 +243,12 @@ class ServerError(APIStatusError):
 
 
 class BackupStateError(PteroError):
-    """The backup is not in a state that allows the operation."""
+    """The backup is not in a state that allows the operation.
+
+    Args:
+        message: What was asked, and the backup's state.
+        backup: The backup as last seen, when the SDK looked it up (kept as ``backup``).
+    """
 
     def __init__(self, message: str, *, backup: Backup | None = None) -> None:
         super().__init__(message)
@@ -252,7 +285,16 @@ class DestinationExistsError(PteroError, FileExistsError):
 
 
 class DownloadError(PteroError):
-    """A download could not be completed; ``history`` says what happened on each attempt."""
+    """A download could not be completed; ``history`` says what happened on each attempt.
+
+    The message lists the first attempt and the last few.
+
+    Args:
+        message: What failed.
+        attempts: GETs of a link made before giving up (kept as ``attempts``).
+        history: What happened on each attempt, in order, each cut to
+            ``MAX_HISTORY_ENTRY`` characters (kept as ``history``).
+    """
 
     def __init__(self, message: str, *, attempts: int = 0, history: tuple[str, ...] = ()) -> None:
         history = tuple(bound_text(str(entry), MAX_HISTORY_ENTRY) for entry in history)
@@ -282,7 +324,18 @@ def _history_text(history: tuple[str, ...]) -> str:
 
 
 class ChecksumMismatchError(DownloadError):
-    """The downloaded bytes do not hash to the checksum the panel announced."""
+    """The downloaded bytes do not hash to the checksum the panel announced.
+
+    ``download()`` retries a mismatch once from zero before raising it; a stream raises it
+    from its last chunk, which is held back.
+
+    Args:
+        message: What failed.
+        expected: The checksum the panel announced (kept as ``expected``).
+        actual: The checksum of the bytes received (kept as ``actual``).
+        attempts: GETs of a link made (kept as ``attempts``).
+        history: What happened on each attempt (kept as ``history``).
+    """
 
     def __init__(
         self,

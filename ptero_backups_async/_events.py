@@ -369,7 +369,17 @@ def _describe(exc: BaseException) -> str:
 class EventStream:
     """``async for event in stream``: the events of one server, as the node sends them.
 
-    Raises ``EventsUnavailableError`` when events cannot be had (and no longer will be).
+    Made by ``client.events(server)``, not directly. Iteration yields ``BackupCompleted``,
+    ``RestoreCompleted``, ``StatusChanged`` and ``NodeEvent``, and waits through reconnects;
+    events that come while the socket reconnects are not replayed.
+
+    Args:
+        sub: This reader's subscription to the server's shared socket.
+
+    Raises:
+        EventsUnavailableError: From the iteration, when the node's events cannot be had (and
+            no longer will be): no ``websocket.connect`` permission, a refused upgrade, a
+            socket that keeps failing.
     """
 
     def __init__(self, sub: Subscription) -> None:
@@ -377,7 +387,7 @@ class EventStream:
 
     @property
     def dropped(self) -> int:
-        """Events dropped because this reader fell more than ``MAX_QUEUE`` behind."""
+        """Events dropped because this reader fell more than ``MAX_QUEUE`` (1,024) behind."""
         return self._sub.dropped
 
     def __aiter__(self) -> EventStream:

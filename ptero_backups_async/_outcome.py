@@ -15,7 +15,16 @@ __all__ = ["DownloadOutcome"]
 
 @frozen
 class DownloadOutcome:
-    """The outcome of one target of ``download_many``: a result or an error."""
+    """The outcome of one target of ``download_many``: a result or an error.
+
+    Attributes:
+        server: The target's server, as validated.
+        backup_uuid: The target's backup.
+        result: The download's result when it produced a file (or found a verified one);
+            None when it failed.
+        error: What stopped the download when it failed (always a ``PteroError``: anything
+            else is wrapped in ``DownloadError``); None when it succeeded.
+    """
 
     server: str
     backup_uuid: str
@@ -24,5 +33,5 @@ class DownloadOutcome:
 
     @property
     def ok(self) -> bool:
-        """True when the download produced a file."""
+        """True when the download produced a file (``result`` is set, ``error`` is None)."""
         return self.result is not None

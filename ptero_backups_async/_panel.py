@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json as json_module
 import logging
+import math
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -45,6 +46,15 @@ __all__ = ["PanelAPI", "Parse", "Response"]
 
 logger = logging.getLogger("ptero_backups_async")
 
+#: 429 codes of the panels' per-server throttles (creates, restores): not the API-wide limit.
+LOCAL_429 = frozenset({"TooManyRequestsHttpException"})
+#: When other clients share the rate limit: below this share of the window's requests left,
+#: the rest is spread over the window,
+SHARE_BELOW = 0.5
+#: and this share is left unused, for requests already on their way (this client's and the
+#: others'): at or below it, requests wait for the next window.
+RESERVE = 0.1
+
 T = TypeVar("T")
 E = TypeVar("E", bound=PteroError)
 #: Turns decoded JSON into a model; the second argument names the answer in errors.
@@ -74,6 +84,7 @@ class PanelAPI:
         timeout: float,
         policy: RetryPolicy,
         max_concurrency: int,
+        rate_window: float = 60.0,
         converter: WireConverter | None = None,
     ) -> None:
         self.base_url = base_url
@@ -82,12 +93,21 @@ class PanelAPI:
         self.policy = policy
         self.converter = converter or WireConverter()
         #: Seconds of the panel's rate-limit window (Laravel's throttle counts per minute).
-        self.rate_window = 60.0
+        self.rate_window = rate_window
         self.rate_limit: RateLimit | None = None
         self._api_key = api_key
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._not_before = 0.0
         self._window_start = 0.0
+        #: Seconds between request starts while the window's requests run low (0: no pacing).
+        self._spacing = 0.0
+        self._last_start = -math.inf
+        #: Requests sent and answered, and answered as of the last rate-limit headers.
+        self._sent = 0
+        self._answered = 0
+        self._answered_then = 0
+        #: True once the panel's count showed requests of another client of the same user.
+        self._shared = False
         self._closed = False
 
     @property
@@ -225,7 +245,9 @@ class PanelAPI:
                 status, resp_headers, resp_body, method=method, url=url, secret=self._api_key
             )
             retry_after = getattr(status_error, "retry_after", None)
-            if status == 429 and retry_after is not None:
+            if status == 429 and retry_after is not None and status_error.code not in LOCAL_429:
+                # The API-wide limit (or a 429 of unknown kind): every call waits it out. A
+                # throttle of one server's creates or restores holds only this call.
                 self._not_before = max(self._not_before, clock() + retry_after)
             if self._give_up(status_error, method, retries):
                 raise status_error
@@ -241,7 +263,8 @@ class PanelAPI:
         return not self.policy.should_retry(method, retries, status=error.status)
 
     async def _pace(self, what: str, method: str, url: str) -> None:
-        wait = self._not_before - self.transport.clock()
+        clock = self.transport.clock
+        wait = self._not_before - clock()
         if self.policy.retry_after_too_long(wait):
             # The panel asked for a longer pause than the caller allows: fail now, as the
             # request that met the 429 did, instead of sleeping past max_retry_after.
@@ -253,11 +276,22 @@ class PanelAPI:
                 method=method,
                 url=url,
             )
-        if wait > 0:
-            logger.debug("pacing: waiting %.2f s for the panel's rate limit", wait)
-            await self.transport.sleep(wait)
+        slept_until = -math.inf
+        while True:
+            now = clock()
+            start = max(self._not_before, self._last_start + self._spacing)
+            # Again only if the time to go moved later while this one slept (a 429, another
+            # request's turn): a transport's clock need not follow its sleep.
+            if start <= now or start <= slept_until:
+                break
+            logger.debug("pacing: waiting %.2f s for the panel's rate limit", start - now)
+            await self.transport.sleep(start - now)
+            slept_until = start
+        self._last_start = clock()
+        self._sent += 1
 
     def _track_rate_limit(self, headers: Mapping[str, str]) -> None:
+        self._answered += 1
         rate_limit = parse_rate_limit(headers)
         if rate_limit is None:
             return
@@ -265,14 +299,37 @@ class PanelAPI:
         previous, self.rate_limit = self.rate_limit, rate_limit
         if previous is None or rate_limit.remaining >= previous.remaining:
             # The first answer of a window (or a new window): the panel's count started about
-            # now. Its throttle is a fixed window of a minute.
+            # now, as far as this client knows. Its throttle is a fixed window of a minute.
             self._window_start = now
-        if rate_limit.remaining <= 0 < rate_limit.limit:
-            # Out of requests: hold the next ones until the window turns over instead of
-            # walking into a 429.
-            if rate_limit.reset_at is not None:
-                wait = rate_limit.reset_at.timestamp() - time.time()
-            else:
-                wait = self._window_start + self.rate_window - now
-            wait = min(max(wait, self.rate_window / rate_limit.limit), self.policy.max_retry_after)
-            self._not_before = max(self._not_before, now + wait)
+        elif previous.remaining - rate_limit.remaining > self._sent - self._answered_then:
+            # The count fell by more than this client sent since the last answer (counting
+            # what was then still on its way): another client of the same user is using it.
+            self._shared = True
+        self._answered_then = self._answered
+        limit, remaining = rate_limit.limit, rate_limit.remaining
+        if limit <= 0:
+            self._spacing = 0.0
+            return
+        if rate_limit.reset_at is not None:
+            left = rate_limit.reset_at.timestamp() - time.time()
+        else:
+            left = self._window_start + self.rate_window - now
+        left = min(max(left, self.rate_window / limit), self.rate_window)
+        # Alone, a client may use the window to its last request; shared, it leaves a reserve
+        # for requests of the others that are already on their way.
+        reserve = int(limit * RESERVE) if self._shared else 0
+        if remaining <= reserve:
+            # (Nearly) out of requests: hold the next ones until the window turns over instead
+            # of walking into a 429. The reserve covers requests already on their way, this
+            # client's and other clients'.
+            self._spacing = 0.0
+            self._not_before = max(self._not_before, now + min(left, self.policy.max_retry_after))
+        elif self._shared and remaining < limit * SHARE_BELOW:
+            # Running low: spread what is left over the rest of the window. The count is the
+            # panel's, shared by every client of the same user, so clients that each do this
+            # slow down together as it falls, without knowing of one another.
+            # The last of them still lands inside it.
+            spacing = left / (remaining - reserve + 1)
+            self._spacing = min(spacing, self.policy.max_retry_after)
+        else:
+            self._spacing = 0.0

@@ -17,11 +17,18 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class Failure(enum.Enum):
-    """How an attempt failed, as far as retrying is concerned."""
+    """How an attempt failed, as far as retrying is concerned.
 
-    NOT_SENT = "not sent"  # connection refused, DNS, connect timeout: the panel saw nothing
-    CONNECTION = "connection"  # broke after the request may have been sent
-    TIMEOUT = "timeout"  # no answer in time; the panel may have acted
+    A ``Transport`` says it in ``TransportError.failure``; None there is a failure that a
+    retry cannot fix (a bad certificate, an invalid URL).
+    """
+
+    NOT_SENT = "not sent"
+    """Connection refused, DNS, connect timeout: the panel saw nothing (even a POST is retried)."""
+    CONNECTION = "connection"
+    """The connection broke once the request may have been sent (a POST is not retried)."""
+    TIMEOUT = "timeout"
+    """No answer in time; the panel may have acted (a POST is not retried)."""
 
 
 @frozen

@@ -264,14 +264,28 @@ class _Reader:
 class BackupStream:
     """The verified bytes of one backup as they arrive: ``async for chunk in body``.
 
-    ``size`` and ``checksum`` are what the panel announced (``size`` is None when it did
-    not say); ``backup`` is the record. It can be iterated once, inside its ``async with``.
+    Made by ``BackupsResource.stream()``, not directly. It can be iterated once, inside its
+    ``async with``; the first GET of a link happens when the first chunk is asked for.
+
+    Args:
+        reader: The stream's state across its attempts.
+
+    Raises:
+        DownloadError: From the iteration, before the last chunk is handed on, when the body
+            ends short and cannot be recovered, runs past the announced size, or when every
+            attempt failed.
+        ChecksumMismatchError: From the iteration, before the last chunk is handed on, when
+            the bytes do not hash to the announced checksum.
+        PteroError: When the stream is iterated a second time, or outside its ``async with``.
     """
 
     def __init__(self, reader: _Reader) -> None:
         self.backup: Backup = reader.backup
+        """The backup's record, as the panel reported it."""
         self.size: int | None = reader.backup.bytes or None
+        """The archive's size as the panel announced it; None when it did not say."""
         self.checksum: Checksum | None = reader.backup.checksum
+        """The checksum the bytes are checked against; None only with ``verify=False``."""
         self._reader = reader
         self._chunks: AsyncGenerator[bytes, None] | None = None
         self._closed = False
@@ -307,7 +321,11 @@ class BackupStream:
             raise
 
     async def aclose(self) -> None:
-        """Close the stream and its connection (leaving the ``async with`` does it)."""
+        """Close the stream and its connection (leaving the ``async with`` does it).
+
+        Iterating a stream closed before its end raises ``PteroError`` rather than ending
+        quietly.
+        """
         self._closed = True
         if self._chunks is not None:
             await self._chunks.aclose()

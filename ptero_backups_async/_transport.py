@@ -35,8 +35,11 @@ __all__ = [
 MAX_BODY = 16 * 1024 * 1024
 
 SSLOption = ssl_module.SSLContext | bool
-#: ``(status, headers, body)``: headers are looked up case-insensitively.
 RawResponse = tuple[int, Mapping[str, str], bytes]
+"""What ``Transport.send`` returns: ``(status, headers, body)``.
+
+The headers are looked up case-insensitively; the body is the whole answer, as bytes.
+"""
 
 
 class TransportError(PteroError):
@@ -45,9 +48,14 @@ class TransportError(PteroError):
     Raised by a ``Transport`` and turned into ``APIConnectionError`` or ``APITimeoutError``
     above it: it never reaches a caller of the client.
 
-    ``failure`` is ``Failure.NOT_SENT`` (the request never left: retried even for a POST),
-    ``Failure.CONNECTION`` (broke once it may have been sent), ``Failure.TIMEOUT``, or ``None``
-    for a failure that a retry cannot fix (a bad certificate, an invalid URL).
+    Args:
+        message: What went wrong, without the API key.
+        failure: ``Failure.NOT_SENT`` (the request never left: retried even for a POST),
+            ``Failure.CONNECTION`` (broke once it may have been sent), ``Failure.TIMEOUT``,
+            or None for a failure that a retry cannot fix (a bad certificate, an invalid
+            URL).
+        timeout: True when no answer came in time: the client raises ``APITimeoutError``
+            rather than ``APIConnectionError``.
     """
 
     def __init__(self, message: str, *, failure: Failure | None, timeout: bool = False) -> None:
@@ -75,17 +83,41 @@ class Transport(abc.ABC):
         *,
         timeout: float,  # noqa: ASYNC109 - seconds handed to the HTTP client, per request
     ) -> RawResponse:
-        """Send one request and return ``(status, headers, body)``."""
+        """Send one request and return ``(status, headers, body)``.
+
+        Args:
+            method: The HTTP method (``"GET"``, ``"POST"``, ``"PUT"``, ``"DELETE"``).
+            url: The absolute URL, query string included.
+            headers: The request's headers (the API key's ``Authorization`` among them).
+            body: The JSON body, already encoded, or None.
+            timeout: Seconds this one attempt may take, connect and read included.
+
+        Returns:
+            The answer, whatever its status; redirects are not followed.
+
+        Raises:
+            TransportError: No answer came (refused, reset, timed out, TLS failed).
+            PteroError: Any other error of the transport's own, such as
+                ``ResponseValidationError`` for an answer too large to be the API.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 - a transport may own nothing
-        """Release what the transport owns."""
+        """Release what the transport owns; the client calls it once, from its ``aclose()``."""
 
     def clock(self) -> float:
-        """Seconds on a monotonic clock."""
+        """Seconds on a monotonic clock: retries and pacing measure time with it.
+
+        Returns:
+            The clock's reading, in seconds (``time.monotonic()`` unless overridden).
+        """
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` (between retries, and while pacing)."""
+        """Wait between retries and while pacing (``anyio.sleep`` unless overridden).
+
+        Args:
+            seconds: How long to wait.
+        """
         await anyio.sleep(seconds)
 
 
@@ -114,7 +146,18 @@ def transport_error(exc: BaseException) -> TransportError:
 
 
 class AiohttpTransport(Transport):
-    """The default transport: an aiohttp session, the caller's (never closed) or its own."""
+    """The default transport: an aiohttp session, the caller's (never closed) or its own.
+
+    Args:
+        session: A session of the caller's, used as is and never closed; None: the transport
+            makes its own on first use (no cookie jar) and closes it in ``aclose()``.
+        ssl: Certificate verification: True (the default), False, or an ``ssl.SSLContext``
+            (for a private CA).
+        max_connections: The connection limit of the session it makes.
+        sleep: The sleep of retries and pacing, instead of ``anyio.sleep`` (tests record the
+            delays with it instead of waiting).
+        clock: The clock of retries and pacing, instead of ``time.monotonic``.
+    """
 
     def __init__(
         self,
@@ -134,11 +177,19 @@ class AiohttpTransport(Transport):
         self._clock = clock
 
     def clock(self) -> float:
-        """The clock given to the constructor, or the monotonic clock."""
+        """The clock given to the constructor, or the monotonic clock.
+
+        Returns:
+            The clock's reading, in seconds.
+        """
         return self._clock() if self._clock is not None else time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        """The sleep given to the constructor, or ``anyio.sleep``."""
+        """The sleep given to the constructor, or ``anyio.sleep``.
+
+        Args:
+            seconds: How long to wait.
+        """
         await (self._sleep or anyio.sleep)(seconds)
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -170,7 +221,24 @@ class AiohttpTransport(Transport):
         *,
         timeout: float,  # noqa: ASYNC109 - seconds handed to the HTTP client, per request
     ) -> RawResponse:
-        """One request through the session; aiohttp's failures become ``TransportError``."""
+        """One request through the session; aiohttp's failures become ``TransportError``.
+
+        Args:
+            method: The HTTP method.
+            url: The absolute URL, query string included.
+            headers: The request's headers.
+            body: The encoded body, or None.
+            timeout: Seconds this one attempt may take, connect and read included.
+
+        Returns:
+            The answer, whatever its status; redirects are not followed.
+
+        Raises:
+            TransportError: No answer came; its ``failure`` says whether the panel may have
+                seen the request.
+            ResponseValidationError: The answer is over 16 MiB: not the panel's API.
+            PteroError: The transport is closed.
+        """
         session = self._get_session()
         try:
             return await self._send(session, method, url, headers, body, timeout)

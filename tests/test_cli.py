@@ -78,15 +78,31 @@ async def test_list_json_matches_the_panel(
     assert listed[-1]["checksum"] is None  # a failed backup has none
 
 
-async def test_list_human_table(env: FakePanel, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_list_piped_is_tab_separated(
+    env: FakePanel, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = env.add_server()
     backup = env.add_backup(server, content=b"x" * 3 * 1024 * 1024, name="nightly", locked=True)
     assert await cli("list", server.identifier) == 0
-    out = capsys.readouterr().out
-    assert backup.uuid in out
-    assert "3.0 MiB" in out
-    assert "locked" in out
-    assert str(backup.wire_checksum) in out
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split("\t") == [
+        "uuid",
+        "name",
+        "state",
+        "bytes",
+        "is_locked",
+        "created_at",
+        "checksum",
+    ]
+    assert row.split("\t") == [
+        backup.uuid,
+        "nightly",
+        "completed",
+        str(3 * 1024 * 1024),
+        "true",
+        backup.created_at.isoformat(),
+        str(backup.wire_checksum),
+    ]
 
 
 @pytest.mark.parametrize("missing", ["PTERODACTYL_API_KEY", "PTERODACTYL_URL"])
@@ -238,7 +254,7 @@ async def test_sync_twice_downloads_nothing_the_second_time(
     assert await cli("sync", one.identifier, two.identifier, "--dest", str(tmp_path)) == 0
     assert downloads(env) == []
     assert env.link_requests() == []
-    assert "0 downloaded, 5 skipped" in capsys.readouterr().out
+    assert "0 downloaded, 5 skipped" in capsys.readouterr().err  # stdout holds the table
 
 
 async def test_sync_fetches_a_damaged_file_again(
@@ -286,7 +302,9 @@ async def test_prune_dry_run_then_for_real(
     assert len(server.backups) == 7
 
     assert await cli("prune", server.identifier, "--keep", "2") == 0
-    assert "Deleted 4 backup" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "Deleted 4 backup" in captured.err  # the title; stdout holds the table
+    assert len(captured.out.splitlines()) == 1 + 4
     assert {b.uuid for b in server.backups} == {good[3].uuid, good[4].uuid, locked.uuid}
 
 
@@ -296,12 +314,13 @@ async def test_delete_asks_and_refuses_without_an_answer(
     server = env.add_server()
     backup = env.add_backup(server)
     env.clear_requests()
-    assert await cli("delete", server.identifier, backup.uuid) == 1
+    # Nobody to ask (stdin is not a terminal) and no --yes: a usage error, nothing sent.
+    assert await cli("delete", server.identifier, backup.uuid) == 2
     err = capsys.readouterr().err
     assert "--yes" in err
     assert len(err.splitlines()) == 1
     assert not backup.deleted
-    assert [r for r in env.api_requests() if r.method == "DELETE"] == []
+    assert env.requests == []
 
     assert await cli("delete", server.identifier, backup.uuid, "--yes") == 0
     assert backup.deleted
@@ -312,7 +331,7 @@ async def test_restore_asks_and_sends_truncate_explicitly(
 ) -> None:
     server = env.add_server()
     backup = env.add_backup(server)
-    assert await cli("restore", server.identifier, backup.uuid, "--truncate") == 1
+    assert await cli("restore", server.identifier, backup.uuid, "--truncate") == 2
     assert server.restores == []
     assert await cli("restore", server.identifier, backup.uuid, "--yes", "--truncate") == 0
     assert server.restores == [(backup.uuid, True)]

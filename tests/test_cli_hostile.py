@@ -14,6 +14,12 @@ from typing import Any
 
 import pytest
 
+from ptero_backups_async._cli._tables import (
+    BACKUP_FIELDS,
+    OUTCOME_FIELDS,
+    SERVER_FIELDS,
+    SYNC_FIELDS,
+)
 from ptero_backups_async._cli._text import visible
 from ptero_backups_async.testing import DownloadFault, FakePanel
 
@@ -35,6 +41,10 @@ HOSTILE_SHOWN = (
 #: What rich itself writes on a terminal (colours, the live display's cursor moves).
 RICH_OWN = re.compile(r"\x1b\[[0-9;]*m|\x1b\[\?25[lh]|\x1b\[[0-9]*[ABCDGK]|\r")
 UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+#: The header lines of the piped tables.
+HEADERS = {
+    "\t".join(fields) for fields in (BACKUP_FIELDS, OUTCOME_FIELDS, SERVER_FIELDS, SYNC_FIELDS)
+}
 
 
 @pytest.fixture(params=["piped", "terminal"])
@@ -50,9 +60,27 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 def raw_controls(text: str) -> list[str]:
-    """Control, format and separator characters in ``text`` that rich did not write itself."""
+    """Control, format and separator characters in ``text`` that rich did not write itself.
+
+    Tabs are allowed only as the field separators of piped tables: every line of a TSV block
+    has as many as its header (a tab from the panel would add one).
+    """
     stripped = RICH_OWN.sub("", text)
-    return [c for c in stripped if c != "\n" and unicodedata.category(c) in UNSAFE]
+    for block in tsv_blocks(stripped):
+        assert len({line.count("\t") for line in block}) == 1, block
+    return [c for c in stripped if c not in "\n\t" and unicodedata.category(c) in UNSAFE]
+
+
+def tsv_blocks(text: str) -> list[list[str]]:
+    """The tables of piped output: from a header line, the lines holding tabs that follow."""
+    blocks: list[list[str]] = []
+    for line in text.split("\n"):
+        if line in HEADERS:
+            blocks.append([line])
+        elif "\t" in line:
+            assert blocks, f"a line with a tab outside a table: {line!r}"
+            blocks[-1].append(line)
+    return blocks
 
 
 def shown(text: str) -> str:
@@ -83,7 +111,7 @@ async def test_sync_skips_a_backup_with_an_unusable_uuid_and_syncs_the_rest(
     assert server.identifier in lines[0]
     assert visible(BAD_UUID) in lines[0]  # the id, its controls made visible
     assert "invalid backup UUID" in lines[0]
-    assert "1 rejected" in captured.out
+    assert "1 rejected" in captured.err  # the summary: stdout is a pipe, it holds the table
     # The good backup is there; nothing was written outside the mirror.
     assert files_under(tmp_path) == {
         f"mirror/{server.identifier}/{good.uuid}.tar.gz",

@@ -38,7 +38,7 @@ from ptero_backups_async.testing import DownloadFault, FakeBackup, FakePanel
 from .conftest import register_key
 from .faults._tools import established_connections, open_fds, rss_kib, settle
 
-pytestmark = [pytest.mark.anyio, pytest.mark.soak]
+pytestmark = [pytest.mark.anyio, pytest.mark.soak, pytest.mark.slow]
 
 DOWNLOADS = int(os.environ.get("PTERO_SOAK_DOWNLOADS", "720"))
 SEED = int(os.environ.get("PTERO_SOAK_SEED", random.SystemRandom().randrange(2**32)))

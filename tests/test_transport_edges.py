@@ -167,7 +167,7 @@ class RateHeaders:
         self.times.append(self.now)
         answer = self.answers.pop(0)
         if isinstance(answer[0], int) and isinstance(answer[1], dict):
-            body = b'{"errors":[{"code":"TooManyRequestsHttpException","status":"429",'
+            body = b'{"errors":[{"code":"ThrottleRequestsException","status":"429",'
             body += b'"detail":"Too Many Attempts."}]}'
             return web.Response(
                 status=answer[0], body=body, content_type="application/json", headers=answer[1]

@@ -1,10 +1,15 @@
 """The ``ptero-backups`` command line (needs the ``cli`` extra: ``rich``).
 
-``main(argv)`` parses, runs one command and returns the exit code: 0 ok, 1 the operation failed
-(or an entry of the panel's listing was unusable: reported and skipped), 2 a usage or
-configuration error, 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM), 129 hung up
-(SIGHUP). Each of these signals cancels the running task first, so downloads remove their
-``.part`` files.
+``main(argv)`` parses, runs one command and returns the exit code (the README's table):
+0 ok; 1 the operation failed or partly failed (an entry of the panel's listing unusable:
+reported and skipped), or the user declined at the confirmation prompt; 2 a usage or
+configuration error, found before anything is sent (a destructive command without ``--yes``
+when stdin is not a terminal is one: nobody can answer); 130 interrupted (SIGINT, Ctrl-C),
+143 terminated (SIGTERM), 129 hung up (SIGHUP); 141 stdout closed early (``| head``). Each of
+these signals cancels the running task first, so downloads remove their ``.part`` files.
+
+Output: on a terminal, tables fit its width (``_layout``); elsewhere they are TSV and the
+lines around them go to stderr, so that stdout holds only data.
 
 Layers: a module imports only modules listed below it (imports inside functions and under
 ``TYPE_CHECKING`` count too). The one lazy import is ``_app`` in ``main()``: without ``rich``,
@@ -17,9 +22,10 @@ Layers: a module imports only modules listed below it (imports inside functions 
     _commands   the subcommands                       _prompt, _sync, _context, _report, R
     _prompt     the confirmation question             _signals, _context
     _signals    stop signals: cancel, exit codes      _context
-    _sync       downloads, mirrors; TransferView      _documents, _text, _report
+    _sync       downloads, mirrors; TransferView      _documents, _text, _report, _shard
     ── R: render, split by what it renders ─────────────────────────────────────────────────
-    _tables     tables, the sync's summary line       _describe, _text, _units, _report
+    _tables     tables, the sync's summary line       _layout, _describe, _text, _units, _report
+    _layout     FitTable: fit a terminal, or TSV      _text
     _documents  ``--json`` documents, manifests       _describe, _text, _report
     _progress   download bars, spinner                _text, _units
     _console    the two consoles, headings            _text
@@ -27,9 +33,10 @@ Layers: a module imports only modules listed below it (imports inside functions 
     _text       visible(): panel text made safe       —
     _units      human sizes, rates, durations, ages   —
     ── leaves ──────────────────────────────────────────────────────────────────────────────
-    _context    Context, UsageError/Refused/…, codes  —
-    _report     what a sync did (plain data)          —
-    _parser     the argument parser (no rich)         —
+    _context    Context, UsageError/Failed/…, codes   —
+    _report     what a sync did (plain data)          _shard
+    _parser     the argument parser (no rich)         _shard
+    _shard      ``sync --shard K/N``: the split       —
 """
 
 from __future__ import annotations

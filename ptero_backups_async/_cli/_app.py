@@ -18,10 +18,12 @@ from ._console import consoles
 from ._context import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_PIPE,
     EXIT_USAGE,
     KEY_ENV,
     URL_ENV,
     Context,
+    Failed,
     Interrupted,
     Refused,
     UsageError,
@@ -55,6 +57,10 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+#: Options of the top-level parser that configure a real panel; ``demo`` ignores them.
+_PANEL_OPTIONS = ("--panel-url", "--api-key", "--rate-limit-window")
+
+
 class _VisibleFormatter(logging.Formatter):
     """Log lines for a terminal: panel text in a message (an error body, a URL) is sanitized.
 
@@ -83,35 +89,69 @@ def _verbose(level: int) -> Callable[[], None]:
     return undo
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe: send what is left of stdout nowhere, so that Python's own flush at
+    exit does not fail again (it would print a warning and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
+
+
+def _check_configuration(ctx: Context, args: argparse.Namespace) -> None:
+    """``UsageError`` for a panel that is not configured, or configured for the demo."""
+    if args.command != "demo":
+        ctx.panel()
+        return
+    if any(hasattr(args, option.strip("-").replace("-", "_")) for option in _PANEL_OPTIONS):
+        raise UsageError(
+            f"demo runs its own fake panel: it takes none of {', '.join(_PANEL_OPTIONS)}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed command and return its exit code."""
+    """Run the parsed command and return its exit code (see the package's docstring)."""
     out, err = consoles()
     json_mode: bool = getattr(args, "json", False)
     panel_url = getattr(args, "panel_url", None) or os.environ.get(URL_ENV) or None
     api_key = getattr(args, "api_key", None) or os.environ.get(KEY_ENV) or None
-    ctx = Context(out=out, err=err, json=json_mode, panel_url=panel_url, api_key=api_key)
+    ctx = Context(
+        out=out,
+        err=err,
+        json=json_mode,
+        panel_url=panel_url,
+        api_key=api_key,
+        rate_limit_window=getattr(args, "rate_limit_window", 60.0),
+    )
 
     def fail(code: int, exc: BaseException, prefix: str = "error") -> int:
         line = error_line(exc)
         if api_key:
             line = redact(line, api_key)
-        err.print(f"{prefix}: {safe_markup(line)}", soft_wrap=True)
+        err.print(f"{prefix}: {safe_markup(line)}")
         if json_mode:
             emit_json(failure_json(exc))
         return code
 
     undo = _verbose(getattr(args, "verbose", 0) or 0)
     try:
-        if args.command != "demo":
-            ctx.panel()  # a usage error before any event loop
+        _check_configuration(ctx, args)  # a usage error before any event loop
         command = COMMANDS[args.command]
         code = asyncio.run(interruptible(command(ctx, args)))
     except UsageError as exc:
         return fail(EXIT_USAGE, exc, f"ptero-backups {args.command}: error")
     except InvalidArgumentError as exc:
         return fail(EXIT_USAGE, exc)
-    except Refused as exc:
+    except (Refused, Failed) as exc:
         return fail(EXIT_FAILED, exc)
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing is wrong and nobody is left to tell.
+        _quiet_stdout()
+        return EXIT_PIPE
     except (PteroError, OSError) as exc:
         return fail(EXIT_FAILED, exc)
     except KeyboardInterrupt as exc:

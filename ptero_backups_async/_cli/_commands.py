@@ -11,7 +11,7 @@ from .._backups import BackupsResource, Via
 from .._models import Backup, BackupState
 from .._outcome import DownloadOutcome
 from .._sansio import check_server_id
-from ._context import EXIT_FAILED, EXIT_OK, Context, UsageError
+from ._context import EXIT_FAILED, EXIT_OK, Context, Failed, UsageError
 from ._describe import describe_backup, error_brief, rejected_line
 from ._documents import (
     backup_json,
@@ -27,10 +27,10 @@ from ._prompt import confirm, require_terminal
 from ._report import Rejected
 from ._sync import sync_servers, transfer, usable_backups
 from ._tables import (
-    FULL_CHECKSUM_WIDTH,
     backups_table,
     outcomes_table,
     servers_table,
+    show,
     sync_summary,
     sync_table,
 )
@@ -85,8 +85,7 @@ def _show_backup(ctx: Context, backup: Backup, title: str) -> None:
     if ctx.json:
         emit_json(backup_json(backup))
     else:
-        wide = ctx.out.width >= FULL_CHECKSUM_WIDTH
-        ctx.out.print(backups_table([backup], title=title, full_checksums=wide))
+        show(ctx.out, backups_table([backup], title=title), notes=ctx.err)
 
 
 async def cmd_servers(ctx: Context, args: argparse.Namespace) -> int:
@@ -96,7 +95,7 @@ async def cmd_servers(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         emit_json([server_json(s) for s in servers])
     elif servers:
-        ctx.out.print(servers_table(servers))
+        show(ctx.out, servers_table(servers), notes=ctx.err)
     else:
         ctx.note("this key sees no servers")
     return EXIT_OK
@@ -109,13 +108,7 @@ async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         emit_json([backup_json(b) for b in backups])
     elif backups:
-        ctx.out.print(
-            backups_table(
-                backups,
-                title=f"Backups of {args.server}",
-                full_checksums=ctx.out.width >= FULL_CHECKSUM_WIDTH,
-            )
-        )
+        show(ctx.out, backups_table(backups, title=f"Backups of {args.server}"), notes=ctx.err)
     else:
         ctx.note(f"server {args.server} has no backups")
     return EXIT_OK
@@ -174,7 +167,7 @@ def _download_targets(
         if not completed:
             if rejected:
                 return [], rejected
-            raise UsageError(f"server {args.server} has no completed backup")
+            raise Failed(f"server {args.server} has no completed backup")
         return [completed[-1]], rejected
     if args.all:
         return list(completed), rejected
@@ -198,10 +191,9 @@ def _report_downloads(
     if ctx.json:
         emit_json(downloads_json(outcomes, dest, seconds, rejected))
     else:
-        wide = ctx.out.width >= FULL_CHECKSUM_WIDTH
-        title = safe_markup(f"Downloads in {dest}")
-        ctx.out.print(outcomes_table(outcomes, title, dest, full_checksums=wide))
-        ctx.out.print(
+        if outcomes:
+            show(ctx.out, outcomes_table(outcomes, f"Downloads in {dest}", dest), notes=ctx.err)
+        ctx.say(
             f"{len(fetched)} downloaded, {skipped} skipped, {len(failed)} failed"
             + (f", {len(rejected)} rejected" if rejected else "")
             + f" · {human_size(size)} in {human_duration(seconds)} ({human_rate(size, seconds)})"
@@ -216,13 +208,12 @@ def _report_failures(
     """One short line per failed download or rejected entry on stderr (the table or JSON has
     the detail)."""
     for entry in rejected:
-        ctx.err.print(f"error: {safe_markup(rejected_line(entry))}", soft_wrap=True)
+        ctx.err.print(f"error: {safe_markup(rejected_line(entry))}")
     for outcome in failed:
         assert outcome.error is not None
         ctx.err.print(
             f"error: backup {safe_markup(outcome.backup_uuid)} of server "
-            f"{safe_markup(outcome.server)}: {safe_markup(error_brief(outcome.error))}",
-            soft_wrap=True,
+            f"{safe_markup(outcome.server)}: {safe_markup(error_brief(outcome.error))}"
         )
 
 
@@ -274,12 +265,14 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 min_rate=args.min_rate,
                 segments=args.segments,
+                shard=args.shard,
             )
     if ctx.json:
         emit_json(sync_json(report))
     else:
-        ctx.out.print(sync_table(report))
-        ctx.out.print(sync_summary(report))
+        if report.servers:
+            show(ctx.out, sync_table(report), notes=ctx.err)
+        ctx.say(sync_summary(report))
     _report_failures(ctx, [o for o in report.outcomes if o.result is None], report.rejected)
     return EXIT_FAILED if report.failed or report.rejected else EXIT_OK
 
@@ -298,12 +291,12 @@ async def cmd_prune(ctx: Context, args: argparse.Namespace) -> int:
             }
         )
     elif not doomed:
-        ctx.out.print(f"nothing to prune: server {args.server} keeps all its backups")
+        ctx.say(f"nothing to prune: server {args.server} keeps all its backups")
     else:
         verb = "Would delete" if args.dry_run else "Deleted"
-        ctx.out.print(backups_table(doomed, title=f"{verb} {len(doomed)} backup(s)"))
+        show(ctx.out, backups_table(doomed, title=f"{verb} {len(doomed)} backup(s)"), notes=ctx.err)
         if args.dry_run:
-            ctx.out.print("dry run: nothing was deleted")
+            ctx.say("dry run: nothing was deleted")
     return EXIT_OK
 
 

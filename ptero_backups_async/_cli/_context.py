@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._client import PteroClient
+from .._errors import InvalidArgumentError
+from .._sansio import check_api_key, normalize_panel_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -19,11 +21,13 @@ __all__ = [
     "EXIT_HANGUP",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
     "KEY_ENV",
     "URL_ENV",
     "Context",
+    "Failed",
     "Interrupted",
     "Refused",
     "UsageError",
@@ -35,6 +39,8 @@ EXIT_USAGE = 2
 #: 128 + the signal's number, as shells report a process killed by it.
 EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
+#: stdout was closed early (SIGPIPE's number: a reader such as ``head`` exited).
+EXIT_PIPE = 141
 EXIT_TERMINATED = 143
 
 URL_ENV = "PTERODACTYL_URL"
@@ -42,11 +48,19 @@ KEY_ENV = "PTERODACTYL_API_KEY"
 
 
 class UsageError(Exception):
-    """A usage or configuration error: one line on stderr, exit 2."""
+    """A usage or configuration error, found before anything is sent: one line, exit 2."""
+
+
+class Failed(Exception):
+    """The command could not do what was asked (the command line found it, not the SDK):
+    one line on stderr, exit 1."""
 
 
 class Refused(Exception):
-    """The user did not confirm a destructive command: one line on stderr, exit 1."""
+    """The user declined at the confirmation prompt: one line on stderr, exit 1.
+
+    Nobody to ask (stdin not a terminal, no ``--yes``) is a ``UsageError`` instead.
+    """
 
 
 class Interrupted(KeyboardInterrupt):
@@ -66,20 +80,32 @@ class Context:
     json: bool
     panel_url: str | None = None
     api_key: str | None = None
+    rate_limit_window: float = 60.0
 
     def panel(self) -> tuple[str, str]:
-        """The panel's URL and API key; ``UsageError`` when either is not configured."""
+        """The panel's URL and API key; ``UsageError`` when either is missing or unusable."""
         if not self.panel_url:
             raise UsageError(f"no panel URL: pass --panel-url or set {URL_ENV}")
         if not self.api_key:
             raise UsageError(f"no API key: pass --api-key or set {KEY_ENV}")
+        try:
+            normalize_panel_url(self.panel_url)
+            check_api_key(self.api_key)  # its message never shows the key
+        except InvalidArgumentError as exc:
+            raise UsageError(str(exc)) from None
         return self.panel_url, self.api_key
 
     def client(self) -> PteroClient:
         """A client for the configured panel (use it with ``async with``)."""
-        return PteroClient(*self.panel())
+        return PteroClient(*self.panel(), rate_limit_window=self.rate_limit_window)
 
     def note(self, markup: str) -> None:
         """A human message on stderr (nothing in ``--json`` mode)."""
         if not self.json:
             self.err.print(markup)
+
+    def say(self, markup: str) -> None:
+        """A line about the result (a summary, a title): on stdout when it is a terminal, else
+        on stderr, so that a pipe gets only the table (nothing in ``--json`` mode)."""
+        if not self.json:
+            (self.out if self.out.is_terminal else self.err).print(markup)

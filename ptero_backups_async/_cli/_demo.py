@@ -25,13 +25,13 @@ from ._documents import backup_json, emit_json, outcome_json, sync_json
 from ._progress import TransferProgress
 from ._sync import sync_servers, transfer
 from ._tables import (
-    FULL_CHECKSUM_WIDTH,
     backups_table,
     outcomes_table,
     servers_table,
     sync_summary,
     sync_table,
 )
+from ._tables import show as show_table
 from ._text import quoted, safe_markup
 from ._units import human_duration, human_rate, human_size
 
@@ -115,7 +115,7 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
                     " — no real panel is touched. Its link host drops one connection and "
                     "pauses now and then, as real ones do."
                 )
-                out.print(servers_table(servers))
+                show_table(out, servers_table(servers))
 
             # 2. Create a backup and wait for it.
             first = servers[0].identifier
@@ -130,7 +130,7 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
                 out.print(f"started backup {safe_markup(quoted(created.name))} ({created.uuid})")
             done = await wait_visibly(ctx, resource, created, timeout=60, poll_interval=0.25)
             if show:
-                out.print(backups_table([done], full_checksums=out.width >= FULL_CHECKSUM_WIDTH))
+                show_table(out, backups_table([done]))
 
             # 3. Download it, verified.
             if show:
@@ -140,8 +140,7 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
                     client, view, first, [done], dest / first, concurrency=1, overwrite=False
                 )
             if show:
-                wide = out.width >= FULL_CHECKSUM_WIDTH
-                out.print(outcomes_table(single, base=dest, full_checksums=wide))
+                show_table(out, outcomes_table(single, base=dest))
 
             # 4. Mirror every server.
             if show:
@@ -150,7 +149,7 @@ async def _demo(ctx: Context, dialect: str, dest: pathlib.Path, keep: bool) -> i
             with TransferProgress(ctx.err, enabled=show) as view:
                 report = await sync_servers(client, view, identifiers, dest, concurrency=4)
             if show:
-                out.print(sync_table(report))
+                show_table(out, sync_table(report))
                 out.print(sync_summary(report))
 
             # 5. Again: everything is there and verified, nothing is fetched.

@@ -185,6 +185,10 @@ def sync_json(report: SyncReport) -> dict[str, Any]:
         "bytes": report.bytes,
         "seconds": round(report.seconds, 3),
         "bytes_per_second": round(report.bytes / report.seconds) if report.seconds > 0 else None,
+        "shard": None
+        if report.shard is None
+        else {"index": report.shard.index, "count": report.shard.count},
+        "elsewhere": report.elsewhere,
         "servers": [
             {
                 "server": entry.server,

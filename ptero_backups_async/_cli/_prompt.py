@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from ._context import Refused
+from ._context import Refused, UsageError
 from ._signals import raising_signals
 
 __all__ = ["confirm", "require_terminal"]
@@ -21,13 +21,13 @@ def _stdin_is_terminal() -> bool:
 
 
 def require_terminal() -> None:
-    """``Refused`` unless stdin is a terminal: nobody could answer a question.
+    """``UsageError`` unless stdin is a terminal: nobody could answer a question.
 
-    Scripts, pipes and closed stdins get no prompt and the answer no: destructive commands
-    in scripts need ``--yes``.
+    Scripts, pipes and closed stdins get no prompt: a destructive command there needs
+    ``--yes``, and without it the command line is incomplete (exit 2, nothing sent).
     """
     if not _stdin_is_terminal():
-        raise Refused(
+        raise UsageError(
             "refusing without confirmation: stdin is not a terminal (pass --yes); "
             "nothing was changed"
         )
@@ -35,6 +35,8 @@ def require_terminal() -> None:
 
 def confirm(err: Console, question: str) -> None:
     """Ask ``question`` (markup) on stderr, read a line from the terminal; ``Refused`` unless yes.
+
+    Anything but ``y`` or ``yes`` (an empty line, end of input) declines: exit 1, nothing done.
 
     Ctrl-C, SIGTERM and SIGHUP interrupt the prompt itself (exit 130, 143, 129).
     """

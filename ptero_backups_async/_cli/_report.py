@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .._models import Backup
 from .._outcome import DownloadOutcome
+from ._shard import Shard
 
 __all__ = ["MANIFEST", "Rejected", "ServerSync", "SyncReport"]
 
@@ -55,6 +56,10 @@ class SyncReport:
     seconds: float = 0.0
     #: Servers of the listing that could not be synced at all (an unusable id).
     rejected_servers: list[Rejected] = field(default_factory=list)
+    #: With ``sync --shard``, the share synced here; None syncs every server.
+    shard: Shard | None = None
+    #: Servers left to the other shards.
+    elsewhere: int = 0
 
     @property
     def rejected(self) -> list[Rejected]:

@@ -24,6 +24,7 @@ from .._outcome import DownloadOutcome
 from .._sansio import check_backup_uuid, check_server_id
 from ._documents import manifest_json
 from ._report import Rejected, ServerSync, SyncReport
+from ._shard import Shard
 from ._text import json_text
 
 __all__ = [
@@ -134,6 +135,7 @@ async def sync_servers(
     concurrency: int,
     min_rate: float | None = DEFAULT_MIN_RATE,
     segments: Segments = "auto",
+    shard: Shard | None = None,
 ) -> SyncReport:
     """Mirror every completed backup of ``servers`` into ``dest/<server>/<uuid>.tar.gz``.
 
@@ -141,15 +143,20 @@ async def sync_servers(
     that does not match is fetched again. Each server's manifest is written atomically.
     A server id or backup UUID the SDK would refuse (``servers`` may come from the panel's
     listing) is left out and recorded in ``SyncReport.rejected``; everything else is synced.
+    With ``shard``, only the servers of that shard are synced (their backups are not even
+    listed); the others are counted in ``SyncReport.elsewhere``.
     """
     started = time.monotonic()
-    report = SyncReport(dest=dest, servers=[])
+    report = SyncReport(dest=dest, servers=[], shard=shard)
     for server in dict.fromkeys(servers):  # list everything first: the total bar knows the job
         try:
             # Also keeps the directory name a plain id: no "../" can reach the file system.
             check_server_id(server)
         except InvalidArgumentError:
             report.rejected_servers.append(Rejected(server, None, "invalid server id"))
+            continue
+        if shard is not None and not shard.owns(server):
+            report.elsewhere += 1
             continue
         listed = [b async for b in client.backups(server).list()]
         completed, rejected = usable_backups(

@@ -52,6 +52,33 @@ class FakePanel:
     and URL) lives at `node_url`, a third origin; its connections are listed by
     `node_connections()`. The settings given to the constructor are attributes of the same
     names; a change applies from the next request on.
+
+    Use it as `async with FakePanel() as panel:`, or call `start()` and `aclose()`.
+
+    Args:
+        dialect: The wire format: `"pterodactyl"`, `"pelican"` or `"reference"` (the widely
+            copied reference page's field names and status codes).
+        storage: The link host's style: `"wings"` (single-use links, no `Range`) or `"s3"`
+            (presigned links that honour `Range` and `If-Range`).
+        api_key: The client API key that sees every server without an `owner_key`; None
+            makes a random one (`ptlc_…`, or `pacc_…` for Pelican).
+        path_prefix: The path the panel lives under (`""` or `"/prefix"`).
+        rate_limit: API requests allowed per key per `rate_limit_period`; None: the
+            dialect's (720 a minute, 256 for Pelican).
+        rate_limit_period: Length of a rate-limit window, in seconds.
+        create_throttle: (backups, seconds) a server may create through the API before a 429
+            with `Retry-After`; None: unthrottled.
+        restore_throttle: (restores, seconds) a server may start before a 429; by default
+            `(3, 900)` for Pelican and unthrottled otherwise; None: unthrottled.
+        backup_duration: Seconds a backup created through the API takes to finish.
+        restore_duration: Seconds a restore keeps the server in `"restoring_backup"`.
+        link_ttl: Lifetime of a download link, in seconds; None: 900 for Wings, 300 for S3.
+        ws_token_lifetime: Lifetime of a websocket token, in seconds.
+        ws_check_interval: How often the node checks each socket's token for expiry, in
+            seconds.
+
+    Raises:
+        ValueError: An unknown `dialect` or `storage`.
     """
 
     def __init__(
@@ -250,27 +277,44 @@ class FakePanel:
 
     @property
     def url(self) -> str:
-        """Panel base URL, path prefix included (what an SDK is given); valid after start()."""
+        """Panel base URL, path prefix included (what an SDK is given); valid after start().
+
+        Raises:
+            RuntimeError: The panel is not started.
+        """
         if self._api_origin is None:
             raise RuntimeError("FakePanel is not started")
         return self._api_origin + self.path_prefix
 
     @property
     def link_url(self) -> str:
-        """Base URL of the download-link host (a different origin); valid after start()."""
+        """Base URL of the download-link host (a different origin); valid after start().
+
+        Raises:
+            RuntimeError: The panel is not started.
+        """
         if self._link_origin is None:
             raise RuntimeError("FakePanel is not started")
         return self._link_origin
 
     @property
     def node_url(self) -> str:
-        """Base URL of the node (Wings), whose websockets the token route points at."""
+        """Base URL of the node (Wings), whose websockets the token route points at.
+
+        Raises:
+            RuntimeError: The panel is not started.
+        """
         if self._node_origin is None:
             raise RuntimeError("FakePanel is not started")
         return self._node_origin
 
     async def start(self) -> None:
-        """Bind the panel, the link host and the node on 127.0.0.1, each on a free port."""
+        """Bind the panel, the link host and the node on 127.0.0.1, each on a free port.
+
+        Raises:
+            RuntimeError: The panel is already started.
+            OSError: A port could not be bound (whatever was started is stopped again).
+        """
         if self._runners:
             raise RuntimeError("FakePanel is already started")
         self._shutdown.arm()
@@ -339,6 +383,23 @@ class FakePanel:
 
         `permissions` and `owner_is_admin` describe that key's user on the server (see
         `FakeServer`): the websocket token carries them.
+
+        Args:
+            name: The server's name.
+            backup_limit: How many backups the server may hold (0: backups are off).
+            identifier: The 8-character short id; None: the first 8 characters of the UUID.
+            uuid: The server's UUID; None: a random one (starting with `identifier` when
+                that is given).
+            owner_key: The only API key that sees the server; None: the panel's `api_key`.
+            fail_backups: Every backup created through the API on this server fails.
+            permissions: The key's user's permissions on the server (`["*"]`: the owner).
+            owner_is_admin: The key's user is a root admin.
+
+        Returns:
+            The new server, which tests may read and change at any time.
+
+        Raises:
+            ValueError: Another server has that short id or UUID.
         """
         return self._state.add_server(
             name=name,
@@ -366,7 +427,31 @@ class FakePanel:
         ignored_files: list[str] | None = None,
         is_scheduled: bool = False,
     ) -> FakeBackup:
-        """Add a backup (content default: a small deterministic .tar.gz seeded by the uuid)."""
+        """Add a backup (content default: a small deterministic .tar.gz seeded by the uuid).
+
+        Args:
+            server: The server, or its short id or UUID.
+            content: The archive's bytes; None: a small deterministic `.tar.gz`.
+            name: The backup's name.
+            locked: Whether it is locked against deletion.
+            state: `"completed"`, `"failed"`, or `"creating"` (until `FakeBackup.complete()`
+                or `fail()` is called).
+            checksum_algorithm: The algorithm of the announced checksum, `"sha1"` or
+                `"sha256"` (the reference dialect always announces bare SHA-256).
+            checksum: The hash field exactly as the panel should send it (None: `null`);
+                left out, it is computed from `content`.
+            created_at: When it was created (naive times are taken as UTC); None: now.
+            uuid: The backup's UUID; None: a random one.
+            ignored_files: The patterns it reports as left out.
+            is_scheduled: Whether a schedule made it (sent by the Pelican dialect only).
+
+        Returns:
+            The new backup, which tests may read and change at any time.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
+            ValueError: Another backup has that UUID, or `state` is unknown.
+        """
         return self._state.add_backup(
             self._state.resolve_server(server),
             content=content,
@@ -382,7 +467,17 @@ class FakePanel:
         )
 
     def server(self, id_or_uuid: str) -> FakeServer:
-        """The server with this short id or UUID (KeyError if none)."""
+        """The server with this short id or UUID (KeyError if none).
+
+        Args:
+            id_or_uuid: The server's short id or UUID.
+
+        Returns:
+            The server.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
+        """
         return self._state.server(id_or_uuid)
 
     @property
@@ -391,19 +486,53 @@ class FakePanel:
         return self._state.servers
 
     def backup(self, uuid: str) -> FakeBackup:
-        """The backup with this UUID, deleted ones included (KeyError if none)."""
+        """The backup with this UUID, deleted ones included (KeyError if none).
+
+        Args:
+            uuid: The backup's UUID.
+
+        Returns:
+            The backup.
+
+        Raises:
+            KeyError: No backup has that UUID.
+        """
         return self._state.backup(uuid)
 
     def fail_next_backup(self, server: FakeServer | str, times: int = 1) -> None:
-        """Make the next `times` backups created through the API end as failed."""
+        """Make the next `times` backups created through the API end as failed.
+
+        Args:
+            server: The server, or its short id or UUID.
+            times: How many of the next backups fail.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
+        """
         self._state.fail_next_backup(self._state.resolve_server(server), times)
 
     def start_restore(self, server: FakeServer | str, duration: float | None = None) -> None:
-        """Put the server in "restoring_backup" for `duration` seconds (None: until finished)."""
+        """Put the server in "restoring_backup" for `duration` seconds (None: until finished).
+
+        Args:
+            server: The server, or its short id or UUID.
+            duration: Seconds until the restore ends by itself; None: until
+                `finish_restore()`.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
+        """
         self._state.resolve_server(server).set_status("restoring_backup", duration)
 
     def finish_restore(self, server: FakeServer | str) -> None:
-        """End a running restore now."""
+        """End a running restore now (the node reports `backup restore completed`).
+
+        Args:
+            server: The server, or its short id or UUID.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
+        """
         self._state.resolve_server(server).set_status(None)
 
     # Faults and logs.
@@ -429,6 +558,26 @@ class FakePanel:
         (connection reset, no answer), "stall" (silence for `delay` seconds, default an hour,
         then normal handling). For the other kinds `delay` waits before answering. `path` is a
         regex searched in the request path without the prefix.
+
+        Args:
+            method: The HTTP method it applies to; None: any.
+            path: A regex searched in the request path (without the path prefix); None: any.
+            status: The status answered (for `"status"`, `"json"`, `"html"`, `"empty"`, and a
+                3xx for `"redirect"`).
+            times: How many matching requests it hits.
+            headers: Extra headers of the answer (`Retry-After`…).
+            body: A raw body to send instead of the kind's own.
+            kind: What goes wrong: `"status"`, `"json"`, `"html"`, `"empty"`, `"redirect"`,
+                `"reset"` or `"stall"`.
+            json_body: The JSON document of a `"json"` fault.
+            delay: Seconds to wait before answering (for `"stall"`: the silence; 0 means an
+                hour).
+
+        Returns:
+            The fault, whose `used` and `remaining` tell how often it hit; `cancel()` stops it.
+
+        Raises:
+            ValueError: An unknown `kind`.
         """
         if kind not in _FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
@@ -454,6 +603,13 @@ class FakePanel:
         """Script the next GETs of this backup's links: the n-th gets faults[n] (None: normal).
 
         Replaces any earlier script for the backup; once it is used up, links behave normally.
+
+        Args:
+            backup: The backup, or its UUID.
+            *faults: One entry per GET, in order: a `DownloadFault`, or None for a normal one.
+
+        Raises:
+            KeyError: No backup has that UUID.
         """
         self._state.script_download(self._state.resolve_backup(backup), faults)
 
@@ -462,6 +618,14 @@ class FakePanel:
 
         None: a normal connection. Replaces any earlier script for the server; once it is used
         up, connections behave normally.
+
+        Args:
+            server: The server, or its short id or UUID.
+            *faults: One entry per upgrade request, in order: a `SocketFault`, or None for
+                a normal connection.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
         """
         self._state.script_socket(self._state.resolve_server(server), faults)
 
@@ -469,12 +633,33 @@ class FakePanel:
         """Send `frame` as is on every open socket of the server, authenticated or not.
 
         A str goes out as a text frame, bytes as a binary frame (not JSON, unknown events,
-        huge frames: whatever a test needs). Returns the number of sockets it went to.
+        huge frames: whatever a test needs).
+
+        Args:
+            server: The server, or its short id or UUID.
+            frame: The frame's text, or bytes for a binary frame.
+
+        Returns:
+            The number of sockets it went to.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
         """
         return self._node.send_frame(self._state.resolve_server(server), frame)
 
     def node_connections(self, server: FakeServer | str | None = None) -> list[NodeConnection]:
-        """Websocket upgrade requests to the node (refused ones too), oldest first."""
+        """Websocket upgrade requests to the node (refused ones too), oldest first.
+
+        Args:
+            server: Only this server's (the server, or its short id or UUID); None: every
+                server's.
+
+        Returns:
+            The connections, each with what went over it.
+
+        Raises:
+            KeyError: No server has that short id or UUID.
+        """
         return self._node.connections(
             None if server is None else self._state.resolve_server(server)
         )

@@ -61,7 +61,7 @@ _STANDARD_CODES = {
     405: "MethodNotAllowedHttpException",
     409: "ServerStateConflictException",
     422: "ValidationException",
-    429: "TooManyRequestsHttpException",
+    429: "ThrottleRequestsException",  # the API-wide limit; per-server throttles say their own
     500: "HttpException",
     502: "DaemonConnectionException",
     503: "ServiceUnavailableHttpException",
