@@ -429,3 +429,24 @@ def test_human_units() -> None:
     assert human_age(NOW - timedelta(hours=3, minutes=5), NOW) == "3 h ago"
     assert human_age(NOW - timedelta(minutes=5), NOW) == "5 min ago"
     assert human_age(NOW - timedelta(days=2), NOW) == "2 d ago"
+
+
+async def test_a_failed_download_is_named_once_on_stderr(
+    env: FakePanel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = env.add_server()
+    corrupt = env.add_backup(server, content=os.urandom(4096))
+    corrupt.served_content = os.urandom(4096)  # the link host serves other bytes
+    # The SDK's own message names this one: "backup … of server … failed and has no archive".
+    broken = env.add_backup(server, state="failed")
+    code = await cli(
+        "download", server.identifier, corrupt.uuid, broken.uuid, "--dest", str(tmp_path)
+    )
+    assert code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, errors
+    for backup, reason in ((corrupt, "checksum"), (broken, "has no archive")):
+        (line,) = [e for e in errors if backup.uuid in e]
+        assert line.count(backup.uuid) == 1, line
+        assert f"of server {server.identifier}" in line
+        assert reason in line

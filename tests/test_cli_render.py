@@ -297,7 +297,10 @@ async def test_download_results_fit(
     assert code == 1  # one of three failed
     captured = capsys.readouterr()
     lines = assert_fits(captured.out, width)
-    assert_fits(captured.err, width)  # the progress bars too
+    # The progress bars fit too, and their label gives way before the ETA is cut off.
+    bars = [line for line in assert_fits(captured.err, width) if " files " in line]
+    assert bars
+    assert all(re.search(r"(-:--:--|\d:\d\d:\d\d)\s*$", bar) for bar in bars), bars
     header, rows = table_rows(lines, "file")
     assert (
         header

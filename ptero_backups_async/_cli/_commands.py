@@ -211,10 +211,10 @@ def _report_failures(
         ctx.err.print(f"error: {safe_markup(rejected_line(entry))}")
     for outcome in failed:
         assert outcome.error is not None
-        ctx.err.print(
-            f"error: backup {safe_markup(outcome.backup_uuid)} of server "
-            f"{safe_markup(outcome.server)}: {safe_markup(error_brief(outcome.error))}"
-        )
+        brief = error_brief(outcome.error)
+        if outcome.backup_uuid not in brief:  # most of the SDK's errors name the backup
+            brief = f"backup {outcome.backup_uuid} of server {outcome.server}: {brief}"
+        ctx.err.print(f"error: {safe_markup(brief)}")
 
 
 async def cmd_download(ctx: Context, args: argparse.Namespace) -> int:

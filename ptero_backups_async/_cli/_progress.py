@@ -29,6 +29,8 @@ from ._units import human_size
 __all__ = ["TransferProgress", "spinner"]
 
 LABEL_WIDTH = 30
+MIN_LABEL_WIDTH = 12
+MIN_BAR = 10
 #: What the columns after the bar take (bytes, speed, ETA, gaps), plus room for a "^C".
 _FIXED_COLUMNS = 21 + 12 + 7 + 4 + 6
 
@@ -57,14 +59,16 @@ class TransferProgress:
 
     def __init__(self, console: Console, *, enabled: bool = True) -> None:
         self.enabled = enabled and console.is_terminal
+        # On a narrow terminal the label gives way first, so that sizes, speed and ETA stay.
+        label = min(LABEL_WIDTH, max(MIN_LABEL_WIDTH, console.width - MIN_BAR - _FIXED_COLUMNS))
         self._progress = Progress(
             TextColumn(
                 "{task.description}",
-                table_column=Column(width=LABEL_WIDTH, no_wrap=True, overflow="ellipsis"),
+                table_column=Column(width=label, no_wrap=True, overflow="ellipsis"),
             ),
             # Short of the full width on purpose: a "^C" echoed by the terminal after a full
             # line would wrap, and the transient display would then leave a line behind.
-            BarColumn(bar_width=max(10, console.width - LABEL_WIDTH - _FIXED_COLUMNS)),
+            BarColumn(bar_width=max(MIN_BAR, console.width - label - _FIXED_COLUMNS)),
             _BytesColumn(table_column=Column(min_width=21, justify="right")),
             _SpeedColumn(table_column=Column(min_width=12, justify="right")),
             TimeRemainingColumn(),
