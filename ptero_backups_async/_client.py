@@ -20,7 +20,7 @@ from ._events import EventStream, NodeHub, Unavailable
 from ._models import Backup, Page, RateLimit, Server
 from ._outcome import DownloadOutcome
 from ._pagination import MAX_PER_PAGE, check_page, clamp_per_page, iterate_pages
-from ._panel import PanelAPI
+from ._panel import RATE_WINDOW, PanelAPI
 from ._retry import RetryPolicy
 from ._sansio import (
     backup_uuid,
@@ -96,7 +96,7 @@ class PteroClient:
         ssl: SSLOption = True,
         transport: Transport | None = None,
         node_timeout: float = 15.0,
-        rate_limit_window: float = 60.0,
+        rate_limit_window: float = RATE_WINDOW,
     ) -> None:
         self.panel_url = normalize_panel_url(panel_url)
         """The panel's base URL: no trailing slash, its path prefix kept."""

@@ -42,10 +42,12 @@ from ._sansio import (
 )
 from ._transport import Transport, TransportError
 
-__all__ = ["PanelAPI", "Parse", "Response"]
+__all__ = ["RATE_WINDOW", "PanelAPI", "Parse", "Response"]
 
 logger = logging.getLogger("ptero_backups_async")
 
+#: Seconds of the panels' rate-limit window: Laravel's throttle counts per minute.
+RATE_WINDOW = 60.0
 #: 429 codes of the panels' per-server throttles (creates, restores): not the API-wide limit.
 LOCAL_429 = frozenset({"TooManyRequestsHttpException"})
 #: When other clients share the rate limit: below this share of the window's requests left,
@@ -84,7 +86,7 @@ class PanelAPI:
         timeout: float,
         policy: RetryPolicy,
         max_concurrency: int,
-        rate_window: float = 60.0,
+        rate_window: float = RATE_WINDOW,
         converter: WireConverter | None = None,
     ) -> None:
         self.base_url = base_url
@@ -92,7 +94,7 @@ class PanelAPI:
         self.timeout = timeout
         self.policy = policy
         self.converter = converter or WireConverter()
-        #: Seconds of the panel's rate-limit window (Laravel's throttle counts per minute).
+        #: Seconds of the panel's rate-limit window.
         self.rate_window = rate_window
         self.rate_limit: RateLimit | None = None
         self._api_key = api_key

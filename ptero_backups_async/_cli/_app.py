@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .._errors import InvalidArgumentError, PteroError
+from .._panel import RATE_WINDOW
 from .._sansio import redact
 from . import _commands as c
 from ._console import consoles
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         json=json_mode,
         panel_url=panel_url,
         api_key=api_key,
-        rate_limit_window=getattr(args, "rate_limit_window", 60.0),
+        rate_limit_window=getattr(args, "rate_limit_window", RATE_WINDOW),
     )
 
     def fail(code: int, exc: BaseException, prefix: str = "error") -> int:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._client import PteroClient
 from .._errors import InvalidArgumentError
+from .._panel import RATE_WINDOW
 from .._sansio import check_api_key, normalize_panel_url
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class Context:
     json: bool
     panel_url: str | None = None
     api_key: str | None = None
-    rate_limit_window: float = 60.0
+    rate_limit_window: float = RATE_WINDOW
 
     def panel(self) -> tuple[str, str]:
         """The panel's URL and API key; ``UsageError`` when either is missing or unusable."""

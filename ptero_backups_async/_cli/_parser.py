@@ -6,6 +6,7 @@ import argparse
 import pathlib
 
 from .._download import DEFAULT_MIN_RATE, MAX_SEGMENTS, Segments
+from .._panel import RATE_WINDOW
 from .._sansio import check_backup_uuid, check_server_id
 from .._version import __version__
 from ._shard import Shard, parse_shard
@@ -193,8 +194,8 @@ def _common() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         type=_seconds,
         metavar="S",
         default=argparse.SUPPRESS,
-        help="seconds of the panel's rate-limit window (default: 60, as the panels count "
-        "per minute)",
+        help=f"seconds of the panel's rate-limit window (default: {RATE_WINDOW:g}, as the "
+        "panels count per minute)",
     )
     output = argparse.ArgumentParser(add_help=False)
     group = output.add_argument_group("output")
